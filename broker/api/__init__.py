@@ -1,0 +1,1 @@
+"""HTTP blueprints: webhooks, orders, OAuth token endpoint, health and metrics."""

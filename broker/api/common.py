@@ -1,0 +1,28 @@
+"""Helpers shared by the API views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, request
+
+from broker.errors import ApiError
+from broker.services.intake import parse_json
+
+
+def runtime() -> Any:
+    return current_app.extensions["broker"]
+
+
+def read_json_body(limit: int | None = None) -> tuple[bytes, Any]:
+    """The raw body (bounded) and its JSON, with exact decimals; 413/415/400 otherwise."""
+    if limit:
+        request.max_content_length = limit
+    body = request.get_data(cache=True)
+    if not (request.mimetype == "application/json" or request.mimetype.endswith("+json")):
+        raise ApiError(415, "unsupported_media_type",
+                       f"send JSON (Content-Type: application/json), not {request.mimetype or 'nothing'}")
+    try:
+        return body, parse_json(body)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None

@@ -1,0 +1,50 @@
+"""Liveness, readiness (database and queue) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify
+from flask.typing import ResponseReturnValue
+from flask_smorest import Blueprint
+from sqlalchemy import text
+
+from broker import metrics
+from broker.api.common import runtime
+
+blp = Blueprint("health", __name__, description="Health and metrics")
+
+
+@blp.route("/healthz", methods=["GET"])
+@blp.doc(summary="The process is alive", security=[])
+def healthz() -> ResponseReturnValue:
+    return jsonify({"status": "ok"})
+
+
+@blp.route("/readyz", methods=["GET"])
+@blp.doc(summary="The database and the queue answer", security=[],
+         responses={"503": {"description": "a dependency is down"}})
+def readyz() -> ResponseReturnValue:
+    rt = runtime()
+    checks: dict[str, str] = {}
+    try:
+        with rt.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"down: {type(exc).__name__}"
+    try:
+        with rt.publisher.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        checks["queue"] = "ok"
+    except Exception as exc:
+        checks["queue"] = f"down: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    response = jsonify({"status": "ready" if ready else "not_ready", "checks": checks})
+    response.status_code = 200 if ready else 503
+    return response
+
+
+@blp.route("/metrics", methods=["GET"])
+@blp.doc(summary="Prometheus metrics", security=[])
+def metrics_view() -> ResponseReturnValue:
+    body, content_type = metrics.render(runtime().db)
+    return Response(body, content_type=content_type)

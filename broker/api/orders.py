@@ -1,0 +1,119 @@
+"""REST intake for digital teams: POST a canonical order with a bearer token, read it back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g, jsonify, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_smorest import Blueprint
+from marshmallow import ValidationError
+
+from broker import metrics
+from broker.api.common import read_json_body, runtime
+from broker.errors import ApiError
+from broker.identity.protect import require_scope
+from broker.models import Source
+from broker.schemas.order import flatten_errors, load_order
+from broker.services import queries
+from broker.services.intake import IdempotencyMismatch, request_fingerprint, submit_order
+from broker.services.orders import VersionOutcome
+
+blp = Blueprint("orders", __name__, url_prefix="/api/v1", description="Orders")
+BEARER = [{"oauth2": []}]
+MAX_KEY = 255
+
+
+def _caller_sources() -> set[str]:
+    source_id = g.token.client.source_id
+    return {source_id} if source_id else set()
+
+
+def _created_body(outcome: VersionOutcome) -> tuple[int, dict[str, Any]]:
+    body = {"id": outcome.order_id, "version": outcome.version, "created": outcome.created,
+            "duplicate": outcome.duplicate, "stale": outcome.stale,
+            "links": {"self": url_for("orders.get_order", order_id=outcome.order_id,
+                                      _external=False)}}
+    return (201 if outcome.created else 200), body
+
+
+@blp.route("/orders", methods=["POST"])
+@blp.doc(summary="Submit a canonical order", security=BEARER,
+         parameters=[{"in": "header", "name": "Idempotency-Key", "required": False,
+                      "schema": {"type": "string", "maxLength": MAX_KEY}}],
+         requestBody={"required": True, "content": {
+             "application/json": {"schema": {"$ref": "#/components/schemas/Order"}}}},
+         responses={"201": {"description": "order created"},
+                    "200": {"description": "a new version of a known order, or a duplicate"},
+                    "401": {"description": "missing or invalid token"},
+                    "403": {"description": "token lacks orders:write"},
+                    "422": {"description": "invalid order; `fields` maps paths to messages"}})
+@require_scope("orders:write")
+def post_order() -> ResponseReturnValue:
+    rt = runtime()
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= MAX_KEY:
+        raise ApiError(400, "invalid_idempotency_key",
+                       f"Idempotency-Key must be 1 to {MAX_KEY} characters")
+    body, payload = read_json_body(rt.settings.max_body_bytes)
+    try:
+        order = load_order(payload)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_order", "the order is invalid; see fields",
+                       fields=flatten_errors(exc.messages)) from None
+    client = g.token.client
+    with rt.db.begin() as session:
+        source = session.get(Source, client.source_id) if client.source_id else None
+    if source is None:
+        raise ApiError(403, "no_source", "this client is not bound to a REST source; "
+                       "recreate it with `broker clients create NAME --source SOURCE`")
+    try:
+        stored, outcome = submit_order(
+            rt.db, client_id=client.id, source=source, order=order, idempotency_key=key,
+            fingerprint=request_fingerprint(request.method, request.path, body),
+            render=_created_body)
+    except IdempotencyMismatch as exc:
+        raise ApiError(422, "idempotency_key_reused", str(exc)) from None
+    if outcome is not None:
+        metrics.ORDERS_RECEIVED.labels(
+            source=source.name, outcome="duplicate" if outcome.duplicate else "accepted").inc()
+        rt.publisher.wake(outcome.wake)
+    response = jsonify(stored.body)
+    response.status_code = stored.status
+    if stored.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    if stored.body.get("links"):
+        response.headers["Location"] = stored.body["links"]["self"]
+    return response
+
+
+@blp.route("/orders/<order_id>", methods=["GET"])
+@blp.doc(summary="An order with its versions, deliveries and timeline", security=BEARER,
+         responses={"404": {"description": "unknown, or not visible to this client"}})
+@require_scope("orders:read")
+def get_order(order_id: str) -> ResponseReturnValue:
+    with runtime().db.begin() as session:
+        detail = queries.order_detail(session, order_id, _caller_sources())
+    if detail is None:
+        raise ApiError(404, "not_found", f"no order {order_id}")
+    return jsonify(detail)
+
+
+@blp.route("/orders", methods=["GET"])
+@blp.doc(summary="Orders, newest first (cursor pagination)", security=BEARER,
+         parameters=[{"in": "query", "name": "limit", "schema": {"type": "integer",
+                                                                 "maximum": queries.MAX_PAGE}},
+                     {"in": "query", "name": "cursor", "schema": {"type": "string"}},
+                     {"in": "query", "name": "status", "schema": {"type": "string"}}])
+@require_scope("orders:read")
+def list_orders() -> ResponseReturnValue:
+    try:
+        limit = min(int(request.args.get("limit", 50)), queries.MAX_PAGE)
+    except ValueError:
+        raise ApiError(400, "invalid_limit", "limit must be a whole number") from None
+    with runtime().db.begin() as session:
+        items = queries.list_orders(session, source_ids=_caller_sources(), limit=limit,
+                                    before=request.args.get("cursor"),
+                                    status=request.args.get("status"))
+    next_cursor = items[-1]["id"] if len(items) == limit else None
+    return jsonify({"items": items, "next_cursor": next_cursor})

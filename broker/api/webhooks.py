@@ -1,0 +1,57 @@
+"""POST /webhooks/<source>: verify over the raw bytes, store raw, commit, then answer.
+
+Normalisation happens in a worker, so a mapping problem never costs the vendor a retry
+and never loses the event.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import jsonify, request
+from flask.typing import ResponseReturnValue
+from flask_smorest import Blueprint
+
+from broker import metrics
+from broker.api.common import read_json_body, runtime
+from broker.channels.base import SignatureError
+from broker.errors import ApiError
+from broker.services.intake import store_event
+
+blp = Blueprint("webhooks", __name__, description="Signed webhooks from front-office channels")
+
+
+@blp.route("/webhooks/<source_name>", methods=["POST"])
+@blp.doc(summary="Receive a signed webhook", security=[], responses={
+    "202": {"description": "stored; it will be normalised by a worker"},
+    "200": {"description": "a duplicate of an event already stored; nothing changed"},
+    "400": {"description": "not JSON"}, "401": {"description": "forged, stale or unsigned"},
+    "404": {"description": "unknown source"}, "413": {"description": "body too large"},
+    "415": {"description": "not JSON content"}})
+def receive(source_name: str) -> ResponseReturnValue:
+    rt = runtime()
+    source = rt.sources.get(source_name)
+    if source is None or not source.enabled:
+        raise ApiError(404, "unknown_source", f"no source named '{source_name}'")
+    if source.channel is None:
+        raise ApiError(404, "unknown_source",
+                       f"source '{source_name}' takes orders through POST /api/v1/orders")
+    request.max_content_length = source.max_body_bytes or rt.settings.max_body_bytes
+    body = request.get_data(cache=True)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        envelope = source.channel.verify(headers, body, source.secrets, time.time(),
+                                         rt.settings.webhook_tolerance)
+    except SignatureError as exc:
+        metrics.ORDERS_RECEIVED.labels(source=source.name, outcome="unauthorized").inc()
+        raise ApiError(401, "invalid_signature", f"webhook rejected: {exc}") from None
+    read_json_body()
+    kept = {name: headers[name] for name in source.channel.kept_headers if name in headers}
+    new, event_id = store_event(rt.db, source.id, envelope.event_key, envelope.topic, kept, body)
+    metrics.ORDERS_RECEIVED.labels(source=source.name,
+                                   outcome="accepted" if new else "duplicate").inc()
+    if new:
+        rt.publisher.normalise(event_id)
+    response = jsonify({"status": "accepted" if new else "duplicate", "event_id": event_id})
+    response.status_code = 202 if new else 200
+    return response

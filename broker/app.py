@@ -1,0 +1,63 @@
+"""The Flask application factory (called through broker.create_app)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from flask import Flask, Response, g, request
+from flask_smorest import Api
+
+from broker.errors import init_errors
+from broker.identity.server import init_oauth
+from broker.logging import set_request_id, setup_logging
+from broker.runtime import Runtime
+from broker.schemas.order import OrderSchema
+from broker.settings import Settings, load_settings
+
+
+def build_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
+              configure_logging: bool = True, **overrides: Any) -> Flask:
+    settings = settings or load_settings(**overrides)
+    if configure_logging:
+        setup_logging(settings.log_level, settings.log_json)
+    app = Flask("broker")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="FOBO Broker", API_VERSION="v1", OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/api", OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={"components": {"securitySchemes": {"oauth2": {
+            "type": "oauth2", "flows": {"clientCredentials": {
+                "tokenUrl": "/oauth/token",
+                "scopes": {"orders:write": "submit orders", "orders:read": "read orders",
+                           "admin": "configure the broker"}}}}}}},
+        JSON_SORT_KEYS=False,
+    )
+    rt = runtime or Runtime(settings)
+    app.extensions["broker"] = rt
+    app.extensions["broker_oauth"] = init_oauth(app, rt.db, settings.token_ttl)
+
+    api = Api(app)
+    api.spec.components.schema("Order", schema=OrderSchema)
+    from broker.api import health, oauth, orders, webhooks
+
+    for blueprint in (webhooks.blp, orders.blp, oauth.blp, health.blp):
+        api.register_blueprint(blueprint)
+    init_errors(app)  # after Api(), so our error shape wins over flask-smorest's
+
+    @app.before_request
+    def _request_id() -> None:
+        g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+        set_request_id(g.request_id)
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    from broker.cli import broker_group
+
+    app.cli.add_command(broker_group)
+    return app

@@ -1,0 +1,1 @@
+"""Channel adapters: verify a vendor's webhook exactly as documented, then map its payload."""

@@ -1,0 +1,550 @@
+"""The `broker` command line (a Flask CLI group): run, migrate, set up, operate.
+
+List, show and create commands take --json so scripts can read their output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
+from sqlalchemy import select
+
+from broker.settings import ConfigError, Settings, load_settings
+
+broker_group = AppGroup("broker", help="FOBO Broker administration.")
+
+
+def _rt() -> Any:
+    return current_app.extensions["broker"]
+
+
+def _out(data: Any, as_json: bool, text: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(text if text is not None else json.dumps(data, indent=2, default=str))
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def _setup_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from broker.services.sources import SetupError
+
+    try:
+        return fn(*args, **kwargs)
+    except (SetupError, LookupError) as exc:
+        _fail(str(exc))
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    widths = {c: max(len(c), *(len(str(r.get(c, "") or "")) for r in rows)) for c in columns}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "") or "").ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+# --- running ---------------------------------------------------------------------------
+
+def _metrics_dir(settings: Settings, clean: bool) -> str:
+    path = settings.data_dir / "metrics"
+    if clean and path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def upgrade_database(settings: Settings) -> None:
+    from alembic import command
+
+    from broker.migrations import alembic_config
+
+    command.upgrade(alembic_config(settings.database_url), "head")
+
+
+def _gunicorn_cmd(settings: Settings, workers: int, worker_class: str) -> list[str]:
+    cmd = [sys.executable, "-m", "gunicorn", "--config", "python:broker.gunicorn_conf",
+           "--bind", settings.bind, "--workers", str(workers), "--worker-class", worker_class]
+    if worker_class == "gthread":
+        cmd += ["--threads", "8"]
+    return [*cmd, "broker.wsgi:app"]
+
+
+def _celery_cmd(settings: Settings, concurrency: int, beat: bool, queues: str | None) -> list[str]:
+    cmd = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--concurrency",
+           str(concurrency), "--loglevel", settings.log_level, "--without-gossip",
+           "--without-mingle", "--hostname", f"worker-{os.getpid()}@%h"]
+    if beat:
+        cmd += ["--beat", "--schedule", str(settings.data_dir / "celerybeat-schedule")]
+    if queues:
+        cmd += ["--queues", queues]
+    return cmd
+
+
+@broker_group.command("up")
+@with_appcontext
+def up() -> None:
+    """Embedded mode: migrate, then run gateway, worker and sweeper until Ctrl-C."""
+    settings: Settings = _rt().settings
+    upgrade_database(settings)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": _metrics_dir(settings, clean=True)}
+    worker_class = "gthread" if settings.embedded else settings.web_worker_class
+    web_workers = 1 if settings.embedded else settings.web_workers
+    procs = [
+        subprocess.Popen(_gunicorn_cmd(settings, web_workers, worker_class), env=env),
+        subprocess.Popen(_celery_cmd(settings, 1 if settings.embedded else
+                                     settings.worker_concurrency, True, None), env=env),
+    ]
+    click.echo(f"FOBO Broker is up: gateway {settings.public_url}  "
+               f"(webhooks {settings.public_url}/webhooks/<source>, API docs "
+               f"{settings.public_url}/api/openapi.json, metrics {settings.public_url}/metrics)")
+    click.echo(f"database {settings.database_url.split('@')[-1]}; press Ctrl-C to stop")
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(p.poll() is None for p in procs):
+        time.sleep(0.5)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    click.echo("stopped")
+    if not stopping:
+        sys.exit(1)
+
+
+@broker_group.command("serve")
+@click.option("--workers", type=int, default=None, help="Gateway processes.")
+@click.option("--worker-class", type=click.Choice(["gevent", "sync", "gthread"]), default=None)
+@with_appcontext
+def serve(workers: int | None, worker_class: str | None) -> None:
+    """Scaled mode: the gateway under gunicorn."""
+    settings: Settings = _rt().settings
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir(settings, clean=True)
+    cmd = _gunicorn_cmd(settings, workers or settings.web_workers,
+                        worker_class or settings.web_worker_class)
+    os.execv(cmd[0], cmd)
+
+
+@broker_group.command("worker")
+@click.option("--concurrency", type=int, default=None, help="Worker processes.")
+@click.option("--beat/--no-beat", default=False, help="Also run the sweeper schedule.")
+@click.option("--queues", default=None, help="Only these queues, e.g. connector.erp")
+@with_appcontext
+def worker(concurrency: int | None, beat: bool, queues: str | None) -> None:
+    """Scaled mode: a Celery worker (same as `celery -A workers worker`)."""
+    settings: Settings = _rt().settings
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _metrics_dir(settings, clean=False))
+    cmd = _celery_cmd(settings, concurrency or settings.worker_concurrency, beat, queues)
+    os.execv(cmd[0], cmd)
+
+
+@broker_group.command("beat")
+@with_appcontext
+def beat() -> None:
+    """Scaled mode: the sweeper schedule alone (run exactly one)."""
+    settings: Settings = _rt().settings
+    cmd = [sys.executable, "-m", "celery", "-A", "workers", "beat", "--schedule",
+           str(settings.data_dir / "celerybeat-schedule"), "--loglevel", settings.log_level]
+    os.execv(cmd[0], cmd)
+
+
+# --- database and keys -----------------------------------------------------------------
+
+@broker_group.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+@with_appcontext
+def db_upgrade() -> None:
+    """Apply Alembic migrations up to the newest."""
+    upgrade_database(_rt().settings)
+    click.echo("database is up to date")
+
+
+@broker_group.group("keys")
+def keys_group() -> None:
+    """Encryption keys for secrets at rest."""
+
+
+@keys_group.command("generate")
+def keys_generate() -> None:
+    """Print a new Fernet key for BROKER_SECRET_KEYS."""
+    from cryptography.fernet import Fernet
+
+    click.echo(Fernet.generate_key().decode())
+
+
+# --- sources ---------------------------------------------------------------------------
+
+@broker_group.group("sources")
+def sources_group() -> None:
+    """Front-office sources."""
+
+
+@sources_group.command("add")
+@click.argument("name")
+@click.option("--kind", required=True, help="standard-webhooks, rest, ...")
+@click.option("--secret", default=None, help="Signing secret (generated when omitted).")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def sources_add(name: str, kind: str, secret: str | None, as_json: bool) -> None:
+    """Create a source; prints its webhook URL and signing secret once."""
+    from broker.services.sources import create_source
+
+    rt = _rt()
+    source, secret = _setup_call(create_source, rt.db, rt.box, name, kind, secret)
+    url = f"{rt.settings.public_url}/webhooks/{source.name}"
+    data = {"id": source.id, "name": source.name, "kind": source.kind,
+            "webhook_url": url if source.kind != "rest" else None, "secret": secret}
+    _out(data, as_json, f"source {name} created\nwebhook URL: {url}\nsigning secret "
+         f"(shown once, store it in the channel's admin): {secret}" if secret else
+         f"source {name} created (REST: clients post to {rt.settings.public_url}/api/v1/orders)")
+
+
+@sources_group.command("rotate-secret")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def sources_rotate(name: str, as_json: bool) -> None:
+    """Add a new signing secret; the previous one keeps working until the next rotation."""
+    from broker.services.sources import rotate_secret
+
+    rt = _rt()
+    secret = _setup_call(rotate_secret, rt.db, rt.box, name)
+    _out({"name": name, "secret": secret}, as_json, f"new signing secret (shown once): {secret}")
+
+
+@sources_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def sources_list(as_json: bool) -> None:
+    from broker.models import Source
+
+    rt = _rt()
+    with rt.db.begin() as session:
+        rows = [{"id": s.id, "name": s.name, "kind": s.kind, "enabled": s.enabled,
+                 "webhook_url": f"{rt.settings.public_url}/webhooks/{s.name}"
+                 if s.kind != "rest" else ""}
+                for s in session.execute(select(Source).order_by(Source.name)).scalars()]
+    _out(rows, as_json, _table(rows, ["name", "kind", "enabled", "webhook_url"]))
+
+
+# --- connectors ------------------------------------------------------------------------
+
+@broker_group.group("connectors")
+def connectors_group() -> None:
+    """Back-office connectors."""
+
+
+@connectors_group.command("kinds")
+@click.option("--json", "as_json", is_flag=True)
+def connectors_kinds(as_json: bool) -> None:
+    from connectors.config import secret_paths
+    from connectors.registry import connector_kinds
+
+    rows = [{"kind": k, "class": f"{c.__module__}.{c.__qualname__}",
+             "fields": ", ".join(sorted(c.Config().fields)),
+             "secrets": ", ".join(secret_paths(c.Config()))}
+            for k, c in sorted(connector_kinds().items())]
+    _out(rows, as_json, _table(rows, ["kind", "class", "secrets"]))
+
+
+@connectors_group.command("add")
+@click.argument("name")
+@click.option("--kind", required=True)
+@click.option("--config", "config_json", required=True, help="JSON object of the kind's config.")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def connectors_add(name: str, kind: str, config_json: str, as_json: bool) -> None:
+    """Create (or reconfigure) a connector; secrets are encrypted and never shown again."""
+    from broker.services.setup import upsert_connector
+
+    try:
+        config = json.loads(config_json)
+    except ValueError as exc:
+        _fail(f"--config is not valid JSON: {exc}")
+    rt = _rt()
+    row, created = _setup_call(upsert_connector, rt.db, rt.box, name, kind, config)
+    _out({"id": row.id, "name": row.name, "kind": row.kind, "queue": row.queue,
+          "created": created}, as_json,
+         f"connector {name} {'created' if created else 'updated'} (queue {row.queue})")
+
+
+@connectors_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def connectors_list(as_json: bool) -> None:
+    from broker.models import Connector
+
+    with _rt().db.begin() as session:
+        rows = [{"id": c.id, "name": c.name, "kind": c.kind, "enabled": c.enabled,
+                 "queue": c.queue, "config": c.config}
+                for c in session.execute(select(Connector).order_by(Connector.name)).scalars()]
+    _out(rows, as_json, _table(rows, ["name", "kind", "enabled", "queue"]))
+
+
+@connectors_group.command("check")
+@click.argument("name")
+@with_appcontext
+def connectors_check(name: str) -> None:
+    """Test the connection and credentials of a connector."""
+    from broker.models import Connector
+    from connectors.errors import ConnectorError
+
+    rt = _rt()
+    with rt.db.begin() as session:
+        row = session.execute(select(Connector).where(Connector.name == name)).scalar_one_or_none()
+    if row is None:
+        _fail(f"no connector named {name!r}")
+    try:
+        rt.connector(row).check()
+    except ConnectorError as exc:
+        _fail(f"{name}: {type(exc).__name__}: {exc}")
+    click.echo(f"{name}: ok")
+
+
+# --- routes ----------------------------------------------------------------------------
+
+@broker_group.group("routes")
+def routes_group() -> None:
+    """Which orders go to which connectors."""
+
+
+@routes_group.command("add")
+@click.option("--source", required=True)
+@click.option("--connector", required=True)
+@click.option("--channel", multiple=True)
+@click.option("--tag", "tags", multiple=True)
+@click.option("--currency", multiple=True)
+@click.option("--country", multiple=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def routes_add(source: str, connector: str, channel: tuple[str, ...], tags: tuple[str, ...],
+               currency: tuple[str, ...], country: tuple[str, ...], as_json: bool) -> None:
+    from broker.services.setup import add_route
+
+    filters = {"channel": list(channel), "tags": list(tags), "currency": list(currency),
+               "country": list(country)}
+    route = _setup_call(add_route, _rt().db, source, connector, filters)
+    _out({"id": route.id, "source": source, "connector": connector, "filters": route.filters},
+         as_json, f"route {source} -> {connector} {route.filters or '(all orders)'}")
+
+
+@routes_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def routes_list(as_json: bool) -> None:
+    from broker.models import Connector, Route, Source
+
+    with _rt().db.begin() as session:
+        rows = [{"id": r.id, "source": s, "connector": c, "filters": r.filters, "enabled": r.enabled}
+                for r, s, c in session.execute(
+                    select(Route, Source.name, Connector.name)
+                    .join(Source, Source.id == Route.source_id)
+                    .join(Connector, Connector.id == Route.connector_id)
+                    .order_by(Source.name, Connector.name))]
+    _out(rows, as_json, _table(rows, ["source", "connector", "filters", "enabled"]))
+
+
+# --- clients ---------------------------------------------------------------------------
+
+@broker_group.group("clients")
+def clients_group() -> None:
+    """OAuth API clients."""
+
+
+@clients_group.command("create")
+@click.argument("name")
+@click.option("--scope", default="orders:write orders:read", show_default=True)
+@click.option("--source", default=None, help="REST source its orders enter (default: NAME).")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def clients_create(name: str, scope: str, source: str | None, as_json: bool) -> None:
+    """Create an API client; prints its client id and secret once."""
+    from broker.services.setup import create_client
+
+    rt = _rt()
+    client, secret = _setup_call(create_client, rt.db, rt.box, name, scope, source)
+    _out({"name": name, "client_id": client.client_id, "client_secret": secret,
+          "scope": client.scope, "token_url": f"{rt.settings.public_url}/oauth/token"}, as_json,
+         f"client {name}\nclient_id: {client.client_id}\nclient_secret (shown once): {secret}\n"
+         f"token URL: {rt.settings.public_url}/oauth/token")
+
+
+@clients_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def clients_list(as_json: bool) -> None:
+    from broker.models import Client
+
+    with _rt().db.begin() as session:
+        rows = [{"name": c.name, "client_id": c.client_id, "scope": c.scope, "revoked": c.revoked}
+                for c in session.execute(select(Client).order_by(Client.name)).scalars()]
+    _out(rows, as_json, _table(rows, ["name", "client_id", "scope", "revoked"]))
+
+
+# --- orders and events -----------------------------------------------------------------
+
+@broker_group.group("orders")
+def orders_group() -> None:
+    """Orders and their journeys."""
+
+
+@orders_group.command("list")
+@click.option("--limit", type=int, default=50)
+@click.option("--status", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def orders_list(limit: int, status: str | None, as_json: bool) -> None:
+    from broker.services.queries import list_orders
+
+    with _rt().db.begin() as session:
+        rows = list_orders(session, limit=limit, status=status)
+    _out(rows, as_json, _table(rows, ["id", "source", "number", "status", "total", "currency",
+                                      "version", "received_at"]))
+
+
+@orders_group.command("show")
+@click.argument("order_id")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def orders_show(order_id: str, as_json: bool) -> None:
+    """An order's versions, deliveries and timeline."""
+    from broker.services.queries import order_detail
+
+    with _rt().db.begin() as session:
+        detail = order_detail(session, order_id)
+    if detail is None:
+        _fail(f"no order {order_id}")
+    if as_json:
+        _out(detail, True)
+        return
+    click.echo(f"order {detail['id']}  {detail['number'] or detail['external_id']}  "
+               f"{detail['status']}  {detail['total']} {detail['currency']}  "
+               f"(source {detail['source']}, version {detail['version']})")
+    click.echo("\ndeliveries:")
+    click.echo(_table(detail["deliveries"], ["connector", "version", "action", "status",
+                                             "attempts", "reference", "last_error"]))
+    click.echo("\ntimeline:")
+    for step in detail["timeline"]:
+        click.echo(f"  {step['at']}  {step['step']:<11} {step['message']}")
+
+
+@orders_group.command("replay")
+@click.argument("order_id")
+@with_appcontext
+def orders_replay(order_id: str) -> None:
+    """Deliver an order's dead or parked deliveries again (idempotent: never books twice)."""
+    from broker.services.operations import replay_order
+
+    rt = _rt()
+    wake = _setup_call(replay_order, rt.db, order_id)
+    rt.publisher.wake(wake)
+    click.echo(f"replayed {len(wake)} deliver{'y' if len(wake) == 1 else 'ies'} of {order_id}")
+
+
+@broker_group.group("events")
+def events_group() -> None:
+    """Inbound webhook events."""
+
+
+@events_group.command("reprocess")
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def events_reprocess(event_id: str, as_json: bool) -> None:
+    """Normalise a stored event again (after fixing a mapping problem)."""
+    from broker.services.intake import normalise_event
+
+    rt = _rt()
+    result = _setup_call(normalise_event, rt.db, event_id, force=True)
+    rt.publisher.wake(result.wake)
+    data = {"event_id": event_id, "status": result.status, "error": result.error,
+            "orders": [o.order_id for o in result.outcomes]}
+    _out(data, as_json, f"event {event_id}: {result.status}"
+         + (f" ({result.error})" if result.error else ""))
+
+
+@events_group.command("show")
+@click.argument("event_id")
+@with_appcontext
+def events_show(event_id: str) -> None:
+    from broker.services.queries import event_detail
+
+    with _rt().db.begin() as session:
+        detail = event_detail(session, event_id)
+    if detail is None:
+        _fail(f"no event {event_id}")
+    _out(detail, True)
+
+
+# --- declarative configuration ---------------------------------------------------------
+
+@broker_group.group("config")
+def config_group() -> None:
+    """Declarative configuration."""
+
+
+@config_group.command("apply")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def config_apply(path: Path, as_json: bool) -> None:
+    """Create or update sources, connectors and routes from YAML (${ENV} for secrets)."""
+    from broker.services.declarative import apply_file
+
+    rt = _rt()
+    report = _setup_call(apply_file, rt.db, rt.box, path)
+    _out(report, as_json, "\n".join(f"{k}: {', '.join(v) or '-'}" for k, v in report.items()))
+
+
+def _create_app() -> Any:
+    from broker import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+cli = FlaskGroup(name="broker", create_app=_create_app, add_default_commands=True,
+                 load_dotenv=False, add_version_option=False,
+                 help="FOBO Broker: front-office orders booked once in the back office.")
+for command in broker_group.commands.values():
+    cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        load_settings()
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+    cli.main(prog_name="broker")

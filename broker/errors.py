@@ -1,0 +1,65 @@
+"""One JSON error shape everywhere: {"error": {"code", "message", "fields"?, "request_id"?}}.
+
+An unexpected error is a 500 with a request id; the traceback goes to the log only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from flask import Flask, Response, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, *,
+                 fields: dict[str, list[str]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.fields, self.headers = fields, headers or {}
+
+
+def error_response(status: int, code: str, message: str, *,
+                   fields: dict[str, list[str]] | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    request_id = getattr(g, "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+    response = jsonify({"error": body})
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def init_errors(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, fields=exc.fields,
+                              headers=exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        message = {413: "the request body is larger than this endpoint accepts",
+                   405: "method not allowed on this URL",
+                   404: "no such resource"}.get(exc.code or 500, exc.description or exc.name)
+        allowed = getattr(exc, "valid_methods", None)
+        return error_response(exc.code or 500, _slug(exc.name), message,
+                              headers={"Allow": ", ".join(allowed)} if allowed else None)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error",
+                              "an unexpected error occurred; quote the request id to your operator")

@@ -1,0 +1,12 @@
+"""The data model: setup (sources, connectors, routes), orders, deliveries, identity."""
+
+from broker.models.deliveries import Delivery, DeliveryAttempt, DeliveryStatus
+from broker.models.identity import Client, IdempotencyKey, Token
+from broker.models.orders import EventStatus, InboundEvent, Order, OrderVersion, TimelineEntry
+from broker.models.setup import Connector, Route, Source
+
+__all__ = [
+    "Client", "Connector", "Delivery", "DeliveryAttempt", "DeliveryStatus", "EventStatus",
+    "IdempotencyKey", "InboundEvent", "Order", "OrderVersion", "Route", "Source",
+    "TimelineEntry", "Token",
+]

@@ -1,0 +1,96 @@
+"""The queue only wakes workers up; the database says what is due.
+
+One Celery configuration for the gateway (publisher) and the workers, following
+RELIABILITY.md §4: late acks, reject on worker lost, prefetch 1, no result backend,
+bounded publish retries so a broker outage never blocks a webhook answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from broker.settings import Settings
+
+log = logging.getLogger(__name__)
+BROKER_QUEUE = "broker"   # normalisation and sweeps
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    url = settings.queue_url
+    conf: dict[str, Any] = {
+        "broker_url": url,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_soft_shutdown_timeout": 30.0,
+        "worker_max_tasks_per_child": 1000,
+        "task_time_limit": 300,
+        "task_soft_time_limit": 270,
+        "task_ignore_result": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_publish_retry_policy": PUBLISH_RETRY,
+        "task_default_queue": BROKER_QUEUE,
+        "task_queues": [Queue(BROKER_QUEUE)],
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "beat_schedule": {
+            "sweep": {"task": "broker.sweep", "schedule": settings.sweep_interval,
+                      "options": {"queue": BROKER_QUEUE, "expires": settings.sweep_interval}},
+        },
+        "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
+    }
+    if url.startswith("redis"):
+        conf["broker_transport_options"] = {
+            "visibility_timeout": 3600, "socket_timeout": 10, "socket_connect_timeout": 5,
+            "socket_keepalive": True, "health_check_interval": 25, "retry_on_timeout": True,
+        }
+    elif url.startswith(("amqp", "pyamqp")):
+        conf["task_default_queue_type"] = "quorum"
+        conf["task_queues"] = [Queue(BROKER_QUEUE, queue_arguments={"x-queue-type": "quorum"})]
+        conf["broker_transport_options"] = {"confirm_publish": True}
+    elif url.startswith("sqla"):
+        conf["broker_transport_options"] = {"connect_args": {"timeout": 30}}
+    return conf
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("broker", set_as_current=False)
+    app.config_from_object(celery_config(settings))
+    return app
+
+
+class Publisher:
+    """Sends wake-up messages after commit; a failure is logged, never raised."""
+
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+
+    def _send(self, task: str, args: list[str], queue: str) -> bool:
+        try:
+            self.celery.send_task(task, args=args, queue=queue, retry=True,
+                                  retry_policy=PUBLISH_RETRY)
+            return True
+        except Exception as exc:  # the sweeper re-enqueues from the database
+            log.warning("could not enqueue %s%s on %s (%s); the sweeper will pick it up",
+                        task, args, queue, exc)
+            return False
+
+    def normalise(self, event_id: str) -> bool:
+        return self._send("broker.normalise", [event_id], BROKER_QUEUE)
+
+    def deliver(self, connector_id: str, queue: str) -> bool:
+        return self._send("broker.deliver", [connector_id], queue)
+
+    def wake(self, targets: list[tuple[str, str]]) -> None:
+        for connector_id, queue in sorted(set(targets)):
+            self.deliver(connector_id, queue)

@@ -1,0 +1,90 @@
+"""Per-process runtime: settings, database, secret box, queue publisher and connector cache.
+
+The gateway and the workers build one each from the same settings; nothing here is created
+at import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from broker.db import Database
+from broker.logging import register_secret
+from broker.services.crypto import SecretBox
+from broker.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from broker.models import Connector as ConnectorRow
+    from broker.queue import Publisher
+    from broker.services.sources import SourceCache
+    from connectors.base import Connector
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.box = SecretBox(settings.secret_keys)
+        self._connectors: dict[str, tuple[str, Connector]] = {}
+        self._lock = threading.Lock()
+
+    @cached_property
+    def sources(self) -> SourceCache:
+        from broker.services.sources import SourceCache
+
+        return SourceCache(self.db, self.box)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        from broker.queue import Publisher, make_celery
+
+        return Publisher(make_celery(self.settings))
+
+    def connector(self, row: ConnectorRow) -> Connector:
+        """A live connector for the row, rebuilt only when its config or secrets change."""
+        from connectors.config import merge_secrets
+        from connectors.registry import connector_class
+
+        stamp = hashlib.sha256(json.dumps([row.kind, row.config, row.secrets_encrypted],
+                                          sort_keys=True, default=str).encode()).hexdigest()
+        with self._lock:
+            cached = self._connectors.get(row.id)
+            if cached and cached[0] == stamp:
+                return cached[1]
+            secrets = self.box.decrypt(row.secrets_encrypted, {})
+            for value in secrets.values():
+                register_secret(str(value))
+            config = merge_secrets(row.config or {}, secrets)
+            cls = connector_class(row.kind)
+            instance = cls(cls.Config().load(config), name=row.name)
+            if cached:
+                cached[1].close()
+            self._connectors[row.id] = (stamp, instance)
+            return instance
+
+    def close(self) -> None:
+        for _, instance in self._connectors.values():
+            instance.close()
+        self._connectors.clear()
+        self.db.dispose()
+
+
+_process_runtime: tuple[int, Runtime] | None = None
+
+
+def process_runtime(settings: Settings | None = None) -> Runtime:
+    """The runtime of this process (rebuilt after fork: connections never cross processes)."""
+    global _process_runtime
+    if _process_runtime is None or _process_runtime[0] != os.getpid():
+        _process_runtime = (os.getpid(), Runtime(settings or load_settings()))
+    return _process_runtime[1]
+
+
+def reset_process_runtime(runtime: Runtime | None = None) -> None:
+    global _process_runtime
+    _process_runtime = (os.getpid(), runtime) if runtime else None

@@ -1,0 +1,131 @@
+"""Intake: store a verified webhook raw (gateway), normalise it (worker), accept REST orders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import select
+
+from broker.channels.base import PayloadError, channel_for
+from broker.db import Database, insert_ignore, utcnow
+from broker.models import EventStatus, IdempotencyKey, InboundEvent, Source
+from broker.schemas.order import flatten_errors, load_order
+from broker.services.orders import VersionOutcome, apply_version
+
+
+def parse_json(body: bytes) -> Any:
+    """JSON with exact decimals: money never passes through a float."""
+    return json.loads(body, parse_float=Decimal)
+
+
+def store_event(db: Database, source_id: str, event_key: str, topic: str | None,
+                headers: Mapping[str, str], body: bytes) -> tuple[bool, str]:
+    """Commit the raw event (deduplicated on the vendor's id) and return (new, event id)."""
+    with db.begin() as session:
+        return insert_ignore(session, InboundEvent, {
+            "source_id": source_id, "event_key": event_key, "topic": topic,
+            "headers": dict(headers), "body": body, "status": EventStatus.RECEIVED,
+            "attempts": 0, "received_at": utcnow(),
+        }, unique=("source_id", "event_key"))
+
+
+@dataclass
+class NormaliseResult:
+    status: str
+    error: str | None = None
+    outcomes: list[VersionOutcome] = field(default_factory=list)
+
+    @property
+    def wake(self) -> list[tuple[str, str]]:
+        return sorted({w for outcome in self.outcomes for w in outcome.wake})
+
+
+def _describe(exc: ValidationError) -> str:
+    fields = flatten_errors(exc.messages)
+    return "; ".join(f"{path}: {' '.join(msgs)}" for path, msgs in sorted(fields.items()))
+
+
+def normalise_event(db: Database, event_id: str, *, force: bool = False) -> NormaliseResult:
+    """Turn a stored event into order versions and deliveries, in one transaction.
+
+    A payload that cannot be mapped marks the event rejected with the reason; it stays
+    stored and `force=True` (reprocess) runs it again after the fix.
+    """
+    with db.begin() as session:
+        event = session.execute(select(InboundEvent).where(InboundEvent.id == event_id)
+                                .with_for_update()).scalar_one_or_none()
+        if event is None:
+            raise LookupError(f"no inbound event {event_id}")
+        if event.status != EventStatus.RECEIVED and not force:
+            return NormaliseResult(event.status, event.error)
+        source = session.get(Source, event.source_id)
+        event.attempts += 1
+        event.processed_at = utcnow()
+        try:
+            documents = channel_for(source.kind).to_orders(event.topic, parse_json(event.body))
+            orders = [load_order(doc) for doc in documents]
+        except ValidationError as exc:
+            event.status, event.error = EventStatus.REJECTED, _describe(exc)
+            return NormaliseResult(event.status, event.error)
+        except (PayloadError, ValueError) as exc:
+            event.status, event.error = EventStatus.REJECTED, str(exc)
+            return NormaliseResult(event.status, event.error)
+        if not orders:
+            event.status, event.error = EventStatus.IGNORED, None
+            return NormaliseResult(event.status)
+        result = NormaliseResult(EventStatus.NORMALISED)
+        for order in orders:
+            result.outcomes.append(apply_version(session, source, order, event_id=event.id,
+                                                 received_at=event.received_at))
+        event.status, event.error = EventStatus.NORMALISED, None
+        event.order_id = result.outcomes[0].order_id
+        return result
+
+
+def request_fingerprint(method: str, path: str, body: bytes) -> str:
+    return hashlib.sha256(b"%s %s\n" % (method.encode(), path.encode()) + body).hexdigest()
+
+
+@dataclass
+class StoredResponse:
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+class IdempotencyMismatch(Exception):
+    """The key was used with another request body."""
+
+
+def submit_order(db: Database, *, client_id: str, source: Source, order: Mapping[str, Any],
+                 idempotency_key: str | None, fingerprint: str,
+                 render: Any) -> tuple[StoredResponse, VersionOutcome | None]:
+    """Commit a REST order version with its deliveries (and the idempotent response) at once.
+
+    `render(outcome) -> (status, body)` builds the response stored for replays.
+    """
+    with db.begin() as session:
+        if idempotency_key:
+            inserted, key_id = insert_ignore(session, IdempotencyKey, {
+                "client_id": client_id, "key": idempotency_key, "fingerprint": fingerprint,
+                "status_code": 0, "created_at": utcnow(),
+            }, unique=("client_id", "key"))
+            if not inserted:
+                stored = session.get(IdempotencyKey, key_id)
+                if stored.fingerprint != fingerprint:
+                    raise IdempotencyMismatch(
+                        "Keys for idempotent requests can only be used with the same parameters "
+                        "they were first used with; use a new Idempotency-Key for a new request")
+                return StoredResponse(stored.status_code, stored.response or {}, True), None
+        outcome = apply_version(session, source, order)
+        status, body = render(outcome)
+        if idempotency_key:
+            stored = session.get(IdempotencyKey, key_id)
+            stored.status_code, stored.response = status, body
+        return StoredResponse(status, body), outcome

@@ -1,0 +1,47 @@
+"""Operator actions: replay an order's failed deliveries, reprocess a rejected event."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from broker.db import Database, utcnow
+from broker.models import Connector, Delivery, DeliveryStatus, Order, OrderVersion, Source
+from broker.services import routing, timeline
+from broker.services.orders import _route
+
+REPLAYABLE = (DeliveryStatus.DEAD, DeliveryStatus.PARKED)
+
+
+def replay_order(db: Database, order_id: str, actor: str = "cli") -> list[tuple[str, str]]:
+    """Make the dead or parked deliveries of the order's current version due again.
+
+    When the current version has no delivery at all (no route existed), route it now.
+    Pushes are idempotent, so a replay never books twice. Returns connectors to wake.
+    """
+    with db.begin() as session:
+        order = session.execute(select(Order).where(Order.id == order_id)
+                                .with_for_update()).scalar_one_or_none()
+        if order is None:
+            raise LookupError(f"no order {order_id}")
+        version = session.execute(select(OrderVersion).where(
+            OrderVersion.order_id == order.id, OrderVersion.applied.is_(True))
+            .order_by(OrderVersion.version.desc()).limit(1)).scalar_one()
+        deliveries = session.execute(select(Delivery).where(
+            Delivery.order_version_id == version.id)).scalars().all()
+        if not deliveries:
+            source = session.get(Source, order.source_id)
+            routed = routing.connectors_for(session, source.id, version.data)
+            timeline.record(session, order.id, "replayed", f"routed again by {actor}")
+            return _route(session, order, version, version.data) if routed else []
+        now, wake = utcnow(), []
+        for d in deliveries:
+            if d.status not in REPLAYABLE:
+                continue
+            session.execute(update(Delivery).where(Delivery.id == d.id).values(
+                status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now, last_error=None,
+                lease_until=None, lease_token=None, updated_at=now))
+            connector = d.connector_id
+            timeline.record(session, order.id, "replayed",
+                            f"delivery replayed by {actor} (was {d.status})", delivery_id=d.id)
+            wake.append((connector, session.get(Connector, connector).queue))
+        return wake

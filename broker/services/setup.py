@@ -1,0 +1,99 @@
+"""Connectors, routes and API clients: validated creation used by the CLI, YAML and API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import select
+
+from broker.db import Database
+from broker.identity.server import SCOPES, digest, new_client_credentials
+from broker.models import Client, Connector, Route, Source
+from broker.schemas.order import flatten_errors
+from broker.services.crypto import SecretBox
+from broker.services.routing import FILTER_KEYS
+from broker.services.sources import REST_KIND, SetupError, check_name, create_source
+from connectors.config import split_secrets
+from connectors.registry import connector_class
+
+
+def validate_connector_config(kind: str, config: dict[str, Any]) -> tuple[dict, dict]:
+    """(public config, secrets) after validation by the kind's schema; errors name the path."""
+    try:
+        cls = connector_class(kind)
+    except LookupError as exc:
+        raise SetupError(str(exc)) from None
+    schema = cls.Config()
+    try:
+        loaded = schema.load(config)
+    except ValidationError as exc:
+        details = "; ".join(f"{path}: {' '.join(m)}"
+                            for path, m in sorted(flatten_errors(exc.messages).items()))
+        raise SetupError(f"invalid config for connector kind '{kind}': {details}") from None
+    return split_secrets(schema, loaded)
+
+
+def upsert_connector(db: Database, box: SecretBox, name: str, kind: str,
+                     config: dict[str, Any]) -> tuple[Connector, bool]:
+    """Create or reconfigure a connector; a secret left out on update keeps the stored one."""
+    check_name(name, "connector")
+    public, secrets = validate_connector_config(kind, config)
+    with db.begin() as session:
+        row = session.execute(select(Connector).where(Connector.name == name)).scalar_one_or_none()
+        created = row is None
+        if row is None:
+            row = Connector(name=name, kind=kind)
+            session.add(row)
+        elif row.kind != kind:
+            raise SetupError(f"connector {name!r} is of kind {row.kind!r}, not {kind!r}")
+        else:
+            secrets = {**box.decrypt(row.secrets_encrypted, {}), **secrets}
+        row.config = public
+        row.secrets_encrypted = box.encrypt(secrets) if secrets else None
+    return row, created
+
+
+def add_route(db: Database, source: str, connector: str,
+              filters: dict[str, list[str]] | None = None) -> Route:
+    filters = {k: list(v) for k, v in (filters or {}).items() if v}
+    unknown = set(filters) - set(FILTER_KEYS)
+    if unknown:
+        raise SetupError(f"unknown route filter {sorted(unknown)[0]!r}; use {', '.join(FILTER_KEYS)}")
+    with db.begin() as session:
+        src = session.execute(select(Source).where(Source.name == source)).scalar_one_or_none()
+        dst = session.execute(select(Connector).where(Connector.name == connector)).scalar_one_or_none()
+        if src is None:
+            raise SetupError(f"no source named {source!r}")
+        if dst is None:
+            raise SetupError(f"no connector named {connector!r}")
+        route = session.execute(select(Route).where(
+            Route.source_id == src.id, Route.connector_id == dst.id)).scalar_one_or_none()
+        if route is None:
+            route = Route(source_id=src.id, connector_id=dst.id)
+            session.add(route)
+        route.filters = filters
+    return route
+
+
+def create_client(db: Database, box: SecretBox, name: str, scope: str,
+                  source: str | None = None) -> tuple[Client, str]:
+    """Create an API client bound to a REST source (made if absent); the secret is shown once."""
+    check_name(name, "client")
+    scopes = scope.split()
+    bad = [s for s in scopes if s not in SCOPES]
+    if not scopes or bad:
+        raise SetupError(f"unknown scope {bad[0] if bad else ''!r}; use {', '.join(SCOPES)}")
+    source = source or name
+    with db.begin() as session:
+        exists = session.execute(select(Source).where(Source.name == source)).scalar_one_or_none()
+    if exists is None:
+        exists, _ = create_source(db, box, source, REST_KIND)
+    client_id, secret = new_client_credentials()
+    with db.begin() as session:
+        if session.execute(select(Client.id).where(Client.name == name)).first():
+            raise SetupError(f"a client named {name!r} exists already")
+        client = Client(client_id=client_id, name=name, secret_hash=digest(secret),
+                        scope=" ".join(scopes), source_id=exists.id)
+        session.add(client)
+    return client, secret

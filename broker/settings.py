@@ -1,0 +1,163 @@
+"""Settings: defaults from config/defaults.toml, overridden by BROKER_* variables, validated once.
+
+A bad value stops the process with a message that names the variable, so an operator
+never has to guess which of twenty settings is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+
+ENV_PREFIX = "BROKER_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    queue_url: str
+    secret_keys: tuple[str, ...]
+    bind: str
+    public_url: str
+    max_body_bytes: int
+    webhook_tolerance: int
+    lease_seconds: int
+    sweep_interval: float
+    max_attempts: int
+    retry_base: float
+    retry_cap: float
+    claim_batch: int
+    token_ttl: int
+    log_level: str
+    log_json: bool
+    web_workers: int
+    web_worker_class: str
+    worker_concurrency: int
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the server-less default (SQLite database)."""
+        return self.database_url.startswith("sqlite")
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _defaults() -> dict[str, object]:
+    text = resources.files("config").joinpath("defaults.toml").read_text()
+    return tomllib.loads(text)
+
+
+def _coerce(name: str, raw: object, kind: type) -> object:
+    var = ENV_PREFIX + name.upper()
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            value = str(raw).strip().lower()
+            if value in {"1", "true", "yes", "on"}:
+                return True
+            if value in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError("expected true or false")
+        if kind in (int, float):
+            number = kind(raw)
+            if number <= 0:
+                raise ValueError("must be positive")
+            return number
+        return str(raw).strip()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{var}={raw!r} is invalid: {exc}") from None
+
+
+def _load_secret_keys(raw: str, data_dir: Path) -> tuple[str, ...]:
+    """Keys from BROKER_SECRET_KEYS; the embedded default keeps one generated key on disk."""
+    if not raw:
+        key_file = data_dir / "secret.key"
+        if not key_file.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(Fernet.generate_key().decode())
+        raw = key_file.read_text().strip()
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    for index, key in enumerate(keys):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"BROKER_SECRET_KEYS: key #{index + 1} is not a Fernet key "
+                "(32 url-safe base64 bytes; make one with `broker keys generate`)"
+            ) from None
+    return keys
+
+
+def _check_url(var: str, url: str, schemes: tuple[str, ...]) -> None:
+    scheme = urlsplit(url).scheme.split("+")[0]
+    if scheme not in schemes:
+        raise ConfigError(f"{var}={url.split('@')[-1]!r}: scheme must be one of {', '.join(schemes)}")
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build validated settings from defaults, the environment and explicit overrides."""
+    env = os.environ if environ is None else environ
+    values = _defaults()
+    for field in dataclasses.fields(Settings):
+        var = ENV_PREFIX + field.name.upper()
+        if var in env:
+            values[field.name] = env[var]
+    values.update(overrides)
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower()
+                     not in {f.name for f in dataclasses.fields(Settings)})
+    if unknown:
+        raise ConfigError(f"{unknown[0]} is not a known setting (see config/defaults.toml)")
+
+    data_dir = Path(str(values["data_dir"])).expanduser().resolve()
+    kinds = {"max_body_bytes": int, "webhook_tolerance": int, "lease_seconds": int,
+             "sweep_interval": float, "max_attempts": int, "retry_base": float,
+             "retry_cap": float, "claim_batch": int, "token_ttl": int, "log_json": bool,
+             "web_workers": int, "worker_concurrency": int}
+    clean: dict[str, object] = {"data_dir": data_dir}
+    for field in dataclasses.fields(Settings):
+        if field.name in ("data_dir", "secret_keys"):
+            continue
+        raw = values.get(field.name, "")
+        value = _coerce(field.name, raw, kinds.get(field.name, str))
+        if isinstance(value, str):
+            value = value.replace("{data_dir}", str(data_dir))
+        clean[field.name] = value
+
+    _check_url("BROKER_DATABASE_URL", str(clean["database_url"]),
+               ("sqlite", "postgresql", "mysql", "mariadb"))
+    _check_url("BROKER_QUEUE_URL", str(clean["queue_url"]),
+               ("sqla", "redis", "rediss", "amqp", "amqps", "pyamqp", "memory"))
+    host, sep, port = str(clean["bind"]).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"BROKER_BIND={clean['bind']!r}: expected host:port, e.g. 127.0.0.1:8080")
+    if not clean["public_url"]:
+        clean["public_url"] = f"http://{clean['bind']}"
+    public = urlsplit(str(clean["public_url"]))
+    if public.scheme not in ("http", "https") or not public.netloc:
+        raise ConfigError(f"BROKER_PUBLIC_URL={clean['public_url']!r}: expected an http(s) URL")
+    clean["public_url"] = str(clean["public_url"]).rstrip("/")
+    if str(clean["log_level"]).upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(f"BROKER_LOG_LEVEL={clean['log_level']!r}: use DEBUG, INFO, WARNING or ERROR")
+    clean["log_level"] = str(clean["log_level"]).upper()
+    if clean["web_worker_class"] not in {"gevent", "sync", "gthread"}:
+        raise ConfigError(f"BROKER_WEB_WORKER_CLASS={clean['web_worker_class']!r}: "
+                          "use gevent, sync or gthread")
+    clean["secret_keys"] = _load_secret_keys(str(values.get("secret_keys") or ""), data_dir)
+    return Settings(**clean)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Default settings and example configuration files shipped with FOBO Broker."""

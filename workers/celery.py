@@ -1,0 +1,85 @@
+"""The Celery app, configured from BROKER_* settings.
+
+Workers consume the `broker` queue and one queue per connector; a worker bootstep adds
+the queue of every connector created after it started, so nobody has to restart workers.
+Start a worker dedicated to one back office with `-Q connector.<name>`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import bootsteps, signals
+
+from broker.queue import make_celery
+from broker.runtime import process_runtime
+from broker.settings import load_settings
+
+log = logging.getLogger(__name__)
+settings = load_settings()
+app = make_celery(settings)
+app.conf.include = ["workers.tasks"]
+
+
+class ConnectorQueues(bootsteps.StartStopStep):
+    """Consume connector.<name> for every enabled connector, refreshed periodically."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.timer_ref = None
+
+    def start(self, consumer: Any) -> None:
+        if getattr(consumer.app, "_explicit_queues", False):
+            return
+        self.refresh(consumer)
+        self.timer_ref = consumer.timer.call_repeatedly(
+            max(5.0, settings.sweep_interval), self.refresh, (consumer,), priority=10)
+
+    def stop(self, consumer: Any) -> None:
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()
+            self.timer_ref = None
+
+    def refresh(self, consumer: Any) -> None:
+        from sqlalchemy import select
+
+        from broker.models import Connector
+
+        try:
+            with process_runtime(settings).db.begin() as session:
+                names = session.execute(select(Connector.name).where(
+                    Connector.enabled.is_(True))).scalars().all()
+        except Exception as exc:
+            log.warning("could not list connectors for queue subscription: %s", exc)
+            return
+        active = {q.name for q in consumer.task_consumer.queues}
+        for name in names:
+            queue = f"connector.{name}"
+            if queue not in active:
+                consumer.add_task_queue(queue)
+                log.info("consuming queue %s", queue)
+
+
+app.steps["consumer"].add(ConnectorQueues)
+
+
+@signals.celeryd_after_setup.connect
+def _note_explicit_queues(sender: Any, instance: Any, conf: Any, **kwargs: Any) -> None:
+    # `-Q connector.x` means a dedicated worker: do not add every other connector's queue.
+    options = getattr(instance, "options", {}) or {}
+    app._explicit_queues = bool(options.get("queues"))
+
+
+@signals.setup_logging.connect
+def _logging(**kwargs: Any) -> None:
+    from broker.logging import setup_logging
+
+    setup_logging(settings.log_level, settings.log_json)
+
+
+@signals.worker_process_init.connect
+def _fresh_runtime(**kwargs: Any) -> None:
+    process_runtime(settings)
