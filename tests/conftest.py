@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from fakes.sink import Sink  # noqa: E402
-from harness import Stack  # noqa: E402
+from fakes.sink import Sink
+from harness import Stack
 
 STACKS = {
     "embedded": ("sqlite", "embedded"),
