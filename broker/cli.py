@@ -548,3 +548,7 @@ def main() -> None:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(2)
     cli.main(prog_name="broker")
+
+
+if __name__ == "__main__":
+    main()

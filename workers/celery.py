@@ -32,9 +32,10 @@ class ConnectorQueues(bootsteps.StartStopStep):
         self.timer_ref = None
 
     def start(self, consumer: Any) -> None:
+        # Queues known at start were added in celeryd_after_setup; later ones arrive here, from
+        # the event loop's timer (adding a consumer before the loop runs loses AMQP deliveries).
         if getattr(consumer.app, "_explicit_queues", False):
             return
-        self.refresh(consumer)
         self.timer_ref = consumer.timer.call_repeatedly(
             max(5.0, settings.sweep_interval), self.refresh, (consumer,), priority=10)
 
@@ -44,23 +45,26 @@ class ConnectorQueues(bootsteps.StartStopStep):
             self.timer_ref = None
 
     def refresh(self, consumer: Any) -> None:
-        from sqlalchemy import select
-
-        from broker.models import Connector
-
-        try:
-            with process_runtime(settings).db.begin() as session:
-                names = session.execute(select(Connector.name).where(
-                    Connector.enabled.is_(True))).scalars().all()
-        except Exception as exc:
-            log.warning("could not list connectors for queue subscription: %s", exc)
-            return
         active = {q.name for q in consumer.task_consumer.queues}
-        for name in names:
-            queue = f"connector.{name}"
+        for queue in connector_queues():
             if queue not in active:
                 consumer.add_task_queue(queue)
                 log.info("consuming queue %s", queue)
+
+
+def connector_queues() -> list[str]:
+    """The queue of every enabled connector (empty if the database is not reachable yet)."""
+    from sqlalchemy import select
+
+    from broker.models import Connector
+
+    try:
+        with process_runtime(settings).db.begin() as session:
+            rows = session.execute(select(Connector).where(Connector.enabled.is_(True))).scalars()
+            return [row.queue for row in rows]
+    except Exception as exc:
+        log.warning("could not list connectors for queue subscription: %s", exc)
+        return []
 
 
 app.steps["consumer"].add(ConnectorQueues)
@@ -71,6 +75,9 @@ def _note_explicit_queues(sender: Any, instance: Any, conf: Any, **kwargs: Any) 
     # `-Q connector.x` means a dedicated worker: do not add every other connector's queue.
     options = getattr(instance, "options", {}) or {}
     app._explicit_queues = bool(options.get("queues"))
+    if not app._explicit_queues:
+        for queue in connector_queues():
+            instance.app.amqp.queues.select_add(queue)
 
 
 @signals.setup_logging.connect
