@@ -159,7 +159,11 @@ class Stack:
         for proc in self.workers:
             if proc.poll() is None:
                 os.killpg(proc.pid, sig)
-                proc.wait(timeout=60)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=20)
         self.workers.clear()
 
     def serve(self) -> str:

@@ -43,6 +43,17 @@ class Claim:
     received_at: datetime
 
 
+def delivery_action(status: str, reference: str | None) -> str:
+    """What the back office must do, decided when the push happens, not when it was queued.
+
+    A cancelled order that this connector never booked is delivered as a create of the
+    cancelled order, so the back office still learns of it; never as a cancel of nothing.
+    """
+    if reference is None:
+        return "create"
+    return "cancel" if status == "cancelled" else "update"
+
+
 def db_now(session: Session) -> datetime:
     """The database clock (leases must agree across hosts); SQLite is one host anyway."""
     if session.get_bind().dialect.name == "sqlite":
@@ -147,7 +158,7 @@ def record(session: Session, rt: Runtime, connector: Connector, outcome: Outcome
     """Write one outcome if the lease is still ours; False means another worker took over."""
     claim, settings, now = outcome.claim, rt.settings, utcnow()
     values: dict[str, Any] = {"lease_until": None, "lease_token": None, "updated_at": now,
-                              "last_error": outcome.error}
+                              "last_error": outcome.error, "action": claim.action}
     status = outcome.status
     if status == "retry" and claim.attempt >= settings.max_attempts:
         status = "dead"
@@ -215,6 +226,8 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
                     Delivery.status == DeliveryStatus.BOOKED).group_by(Delivery.order_id)).all())
         outcomes = []
         for c in claims:
+            c.action = delivery_action(versions[c.version_id].get("status", "open"),
+                                       references.get(c.order_id))
             with order_context(c.order_id):
                 outcomes.append(attempt(rt, connector, c, versions[c.version_id],
                                         references.get(c.order_id)))

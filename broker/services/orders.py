@@ -18,6 +18,7 @@ from broker.db import insert_ignore, utcnow
 from broker.models import Connector, Delivery, DeliveryStatus, Order, OrderVersion, Source
 from broker.schemas.order import dump_order, order_digest
 from broker.services import routing, timeline
+from broker.services.delivery import delivery_action
 
 
 @dataclass
@@ -30,15 +31,12 @@ class VersionOutcome:
     wake: list[tuple[str, str]] = field(default_factory=list)  # (connector id, queue)
 
 
-def _action(session: Session, order_id: str, connector_id: str, status: str) -> str:
-    if status == "cancelled":
-        return "cancel"
-    booked = session.execute(
-        select(Delivery.id).where(Delivery.order_id == order_id,
-                                  Delivery.connector_id == connector_id,
-                                  Delivery.status == DeliveryStatus.BOOKED).limit(1)
-    ).first()
-    return "update" if booked else "create"
+def _booked_reference(session: Session, order_id: str, connector_id: str) -> str | None:
+    return session.execute(
+        select(Delivery.reference).where(Delivery.order_id == order_id,
+                                         Delivery.connector_id == connector_id,
+                                         Delivery.status == DeliveryStatus.BOOKED).limit(1)
+    ).scalar()
 
 
 def _route(session: Session, order: Order, version: OrderVersion,
@@ -58,7 +56,8 @@ def _route(session: Session, order: Order, version: OrderVersion,
                             f"version {version.version}")
         delivery = Delivery(order_id=order.id, order_version_id=version.id,
                             connector_id=connector.id,
-                            action=_action(session, order.id, connector.id, order.status))
+                            action=delivery_action(order.status, _booked_reference(
+                                session, order.id, connector.id)))
         session.add(delivery)
         session.flush()
         timeline.record(session, order.id, "queued",

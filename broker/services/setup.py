@@ -14,7 +14,7 @@ from broker.schemas.order import flatten_errors
 from broker.services.crypto import SecretBox
 from broker.services.routing import FILTER_KEYS
 from broker.services.sources import REST_KIND, SetupError, check_name, create_source
-from connectors.config import split_secrets
+from connectors.config import merge_secrets, split_secrets
 from connectors.registry import connector_class
 
 
@@ -38,7 +38,17 @@ def upsert_connector(db: Database, box: SecretBox, name: str, kind: str,
                      config: dict[str, Any]) -> tuple[Connector, bool]:
     """Create or reconfigure a connector; a secret left out on update keeps the stored one."""
     check_name(name, "connector")
-    public, secrets = validate_connector_config(kind, config)
+    with db.begin() as session:
+        stored = session.execute(select(Connector).where(Connector.name == name)).scalar_one_or_none()
+    try:
+        public, secrets = validate_connector_config(kind, config)
+    except SetupError:
+        if stored is None or stored.kind != kind or not stored.secrets_encrypted:
+            raise
+        # An update may leave secrets out: validate again with the stored ones filled in.
+        given_public, given = split_secrets(connector_class(kind).Config(), config)
+        merged = merge_secrets(given_public, {**box.decrypt(stored.secrets_encrypted, {}), **given})
+        public, secrets = validate_connector_config(kind, merged)
     with db.begin() as session:
         row = session.execute(select(Connector).where(Connector.name == name)).scalar_one_or_none()
         created = row is None

@@ -145,6 +145,7 @@ def test_oversized_signature_header_is_rejected_without_work():
 
 
 # --- T10: no `==`/`!=` on secret material ------------------------------------------------
+# Scans broker/, connectors/ and workers/ (tasks handle ids and secrets too).
 
 SENSITIVE = re.compile(r"signature|secret|token|digest|hash", re.IGNORECASE)
 
@@ -197,7 +198,7 @@ def test_secret_comparison_rule_catches_equality_and_allows_literals():
 
 
 def test_no_equality_comparison_on_secret_values_in_product_code():
-    files = sorted(p for d in ("broker", "connectors") for p in (ROOT / d).rglob("*.py"))
+    files = sorted(p for d in ("broker", "connectors", "workers") for p in (ROOT / d).rglob("*.py"))
     assert len(files) > 10
     found = [hit for path in files
              for hit in equality_on_secrets(path.read_text(), str(path.relative_to(ROOT)))]
