@@ -172,6 +172,16 @@ def beat() -> None:
     os.execv(cmd[0], cmd)
 
 
+@broker_group.command("sink")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9000, show_default=True, type=int)
+def sink(host: str, port: int) -> None:
+    """A demo back office that prints every order it books (for trials and the README)."""
+    from broker.devsink import run_sink
+
+    run_sink(host, port)
+
+
 # --- database and keys -----------------------------------------------------------------
 
 @broker_group.group("db")

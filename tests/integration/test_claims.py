@@ -1,0 +1,85 @@
+"""Batched lease claims on every database: no delivery is ever held by two workers at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from harness import order
+
+from broker.models import Connector, Delivery, DeliveryStatus, Source
+from broker.schemas.order import load_order
+from broker.services.delivery import claim
+from broker.services.orders import apply_version
+
+
+def _orders(stack, count: int) -> Connector:
+    stack.source("shop")
+    stack.http_connector("erp", "http://127.0.0.1:9/orders")
+    stack.route("shop", "erp")
+    with stack.runtime.db.begin() as session:
+        source = session.query(Source).one()
+        for i in range(count):
+            apply_version(session, source, load_order(order(f"C{i:04d}")))
+        connector = session.query(Connector).one()
+        session.expunge(connector)
+    return connector
+
+
+def test_concurrent_claimers_never_share_a_delivery(db_stack):
+    stack = db_stack
+    connector = _orders(stack, 120)
+    taken: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def claimer() -> None:
+        mine: list[str] = []
+        try:
+            while True:
+                with stack.runtime.db.begin() as session:
+                    batch = claim(session, connector, limit=7, lease_seconds=60, max_attempts=5)
+                if not batch:
+                    break
+                mine += [c.delivery_id for c in batch]
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        taken.append(mine)
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    every = [d for batch in taken for d in batch]
+    assert len(every) == 120 and len(set(every)) == 120
+    assert stack.count(Delivery, Delivery.status == DeliveryStatus.LEASED) == 120
+
+
+def test_expired_lease_is_claimed_again_with_a_new_token(db_stack):
+    stack = db_stack
+    connector = _orders(stack, 1)
+    with stack.runtime.db.begin() as session:
+        first = claim(session, connector, limit=5, lease_seconds=0.2, max_attempts=5)
+    with stack.runtime.db.begin() as session:
+        assert claim(session, connector, limit=5, lease_seconds=60, max_attempts=5) == []
+    time.sleep(1.2)  # the lease is measured by the database clock
+    with stack.runtime.db.begin() as session:
+        second = claim(session, connector, limit=5, lease_seconds=60, max_attempts=5)
+    assert [c.delivery_id for c in second] == [first[0].delivery_id]
+    assert second[0].token != first[0].token and second[0].attempt == 2
+
+
+def test_a_delivery_whose_worker_dies_every_time_is_dead_lettered_after_max_attempts(db_stack):
+    """T26 poison task: the attempt counter lives in the database, so the loop is bounded."""
+    stack = db_stack
+    connector = _orders(stack, 1)
+    for _ in range(3):
+        with stack.runtime.db.begin() as session:
+            assert len(claim(session, connector, limit=5, lease_seconds=0.2, max_attempts=3)) == 1
+        time.sleep(1.2)
+    with stack.runtime.db.begin() as session:
+        assert claim(session, connector, limit=5, lease_seconds=0.2, max_attempts=3) == []
+        dead = session.query(Delivery).one()
+    assert dead.status == DeliveryStatus.DEAD and dead.attempts == 3
+    assert "gave up after 3 attempts" in dead.last_error
