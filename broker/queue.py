@@ -20,8 +20,18 @@ BROKER_QUEUE = "broker"   # normalisation and sweeps
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
+def _embedded_transport(url: str) -> str:
+    """Route sqla+ URLs to our tuned subclass of kombu's SQLAlchemy transport."""
+    from kombu.transport import TRANSPORT_ALIASES
+
+    TRANSPORT_ALIASES.setdefault("broker-sqla", "broker.embedded_queue:Transport")
+    return "broker-sqla+" + url.removeprefix("sqla+")
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     url = settings.queue_url
+    if url.startswith("sqla+"):
+        url = _embedded_transport(url)
     conf: dict[str, Any] = {
         "broker_url": url,
         "task_acks_late": True,
@@ -58,7 +68,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         conf["task_default_queue_type"] = "quorum"
         conf["task_queues"] = [Queue(BROKER_QUEUE, queue_arguments={"x-queue-type": "quorum"})]
         conf["broker_transport_options"] = {"confirm_publish": True}
-    elif url.startswith("sqla"):
+    elif url.startswith("broker-sqla"):
         conf["broker_transport_options"] = {"connect_args": {"timeout": 30}}
     return conf
 
