@@ -17,6 +17,7 @@ from broker.runtime import process_runtime
 from broker.settings import load_settings
 
 log = logging.getLogger(__name__)
+QUEUE_REFRESH_SECONDS = 2.0  # a new connector's queue is consumed within this delay
 settings = load_settings()
 app = make_celery(settings)
 app.conf.include = ["workers.tasks"]
@@ -37,7 +38,7 @@ class ConnectorQueues(bootsteps.StartStopStep):
         if getattr(consumer.app, "_explicit_queues", False):
             return
         self.timer_ref = consumer.timer.call_repeatedly(
-            max(5.0, settings.sweep_interval), self.refresh, (consumer,), priority=10)
+            QUEUE_REFRESH_SECONDS, self.refresh, (consumer,), priority=10)
 
     def stop(self, consumer: Any) -> None:
         if self.timer_ref is not None:
