@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
-log = logging.getLogger(__name__)
 GROUP = "broker.channels"
 
 
@@ -56,19 +53,10 @@ class Channel:
 
 @cache
 def channel_kinds() -> dict[str, type[Channel]]:
-    """Every installed channel kind by slug; a broken plugin is skipped with a warning."""
-    kinds: dict[str, type[Channel]] = {}
-    for ep in entry_points(group=GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:
-            log.warning("channel plugin %r could not be loaded: %s", ep.name, exc)
-            continue
-        if isinstance(cls, type) and issubclass(cls, Channel) and cls.kind == ep.name:
-            kinds[ep.name] = cls
-        else:
-            log.warning("channel plugin %r is not a Channel of kind %r; skipped", ep.name, ep.name)
-    return kinds
+    """Every installed channel kind by slug (entry-point group broker.channels)."""
+    from connectors.registry import load_plugins
+
+    return load_plugins(GROUP, Channel)
 
 
 def channel_for(kind: str) -> Channel:
