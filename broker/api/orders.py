@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import g, jsonify, request, url_for
@@ -13,12 +14,14 @@ from broker import metrics
 from broker.api.common import read_json_body, runtime
 from broker.errors import ApiError
 from broker.identity.protect import require_scope
+from broker.logging import order_context
 from broker.models import Source
 from broker.schemas.order import flatten_errors, load_order
 from broker.services import queries
 from broker.services.intake import IdempotencyMismatch, request_fingerprint, submit_order
 from broker.services.orders import VersionOutcome
 
+log = logging.getLogger(__name__)
 blp = Blueprint("orders", __name__, url_prefix="/api/v1", description="Orders")
 BEARER = [{"oauth2": []}]
 MAX_KEY = 255
@@ -75,8 +78,11 @@ def post_order() -> ResponseReturnValue:
     except IdempotencyMismatch as exc:
         raise ApiError(422, "idempotency_key_reused", str(exc)) from None
     if outcome is not None:
-        metrics.ORDERS_RECEIVED.labels(
-            source=source.name, outcome="duplicate" if outcome.duplicate else "accepted").inc()
+        result = "duplicate" if outcome.duplicate else "accepted"
+        metrics.ORDERS_RECEIVED.labels(source=source.name, outcome=result).inc()
+        with order_context(outcome.order_id):
+            log.info("order %s from client %s: version %d %s", order["external_id"],
+                     client.name, outcome.version, result)
         rt.publisher.wake(outcome.wake)
     response = jsonify(stored.body)
     response.status_code = stored.status
