@@ -8,6 +8,7 @@ bounded publish retries so a broker outage never blocks a webhook answer.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Celery
@@ -80,19 +81,29 @@ def make_celery(settings: Settings) -> Celery:
 
 
 class Publisher:
-    """Sends wake-up messages after commit; a failure is logged, never raised."""
+    """Sends wake-up messages after commit; a failure is logged, never raised.
 
-    def __init__(self, celery: Celery) -> None:
+    After a failed publish the queue is skipped for `pause` seconds, so an outage of Redis
+    or RabbitMQ costs webhook answers no time at all: the sweeper enqueues the backlog.
+    """
+
+    def __init__(self, celery: Celery, pause: float = 5.0) -> None:
         self.celery = celery
+        self.pause = pause
+        self._skip_until = 0.0
 
     def _send(self, task: str, args: list[str], queue: str) -> bool:
+        if time.monotonic() < self._skip_until:
+            return False
         try:
             self.celery.send_task(task, args=args, queue=queue, retry=True,
                                   retry_policy=PUBLISH_RETRY)
             return True
         except Exception as exc:  # the sweeper re-enqueues from the database
-            log.warning("could not enqueue %s%s on %s (%s); the sweeper will pick it up",
-                        task, args, queue, exc)
+            self._skip_until = time.monotonic() + self.pause
+            log.warning("could not enqueue %s on %s (%s: %s); not trying again for %.0f s, the "
+                        "sweeper will enqueue what is due", task, queue, type(exc).__name__, exc,
+                        self.pause)
             return False
 
     def normalise(self, event_id: str) -> bool:

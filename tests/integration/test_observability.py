@@ -94,3 +94,24 @@ def test_worker_logs_are_json_with_the_order_id_as_correlation_id(stack, sink):
     assert booked and booked[0]["order_id"] == order_id
     assert {"time", "level", "logger", "message"} <= set(booked[0])
     assert secret not in stack.worker_logs()
+
+
+def test_webhooks_are_acknowledged_while_the_queue_is_down(tmp_path):
+    """T19: the database commit is the acknowledgement; a dead queue only delays the work."""
+    from broker.models import InboundEvent
+
+    stack = Stack(tmp_path, "sqlite", "embedded")
+    try:
+        stack.runtime.settings = stack.settings.replace(queue_url="redis://127.0.0.1:1/0")
+        stack.runtime.__dict__.pop("publisher", None)
+        celery = stack.runtime.publisher.celery
+        attempts = []
+        send_task = celery.send_task
+        celery.send_task = lambda *a, **kw: attempts.append(a) or send_task(*a, **kw)
+        secret = stack.source("shop")
+        for i in range(10):
+            assert stack.webhook("shop", secret, order(f"Q{i}"))[0] == 202
+        assert stack.count(InboundEvent) == 10
+        assert len(attempts) == 1, "after one failed publish the gateway must stop waiting on the queue"
+    finally:
+        stack.close()
