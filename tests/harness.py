@@ -73,6 +73,12 @@ def create_database(kind: str) -> tuple[str, Callable[[], None]]:
     return url, drop
 
 
+def drop_vhost(url: str) -> None:
+    if url.startswith("amqp://") and "/broker_t_" in url:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", url.rsplit("/", 1)[1]],
+                       capture_output=True, timeout=60)
+
+
 def queue_url(kind: str, data_dir: Path) -> str:
     if kind == "embedded":
         return f"sqla+sqlite:///{data_dir}/queue.db"
@@ -160,7 +166,7 @@ class Stack:
             if proc.poll() is None:
                 os.killpg(proc.pid, sig)
                 try:
-                    proc.wait(timeout=20)
+                    proc.wait(timeout=8)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=20)
@@ -181,6 +187,7 @@ class Stack:
             self._server.shutdown()
         self.runtime.close()
         self._drop()
+        drop_vhost(self.env["BROKER_QUEUE_URL"])
 
     # --- setup helpers ---------------------------------------------------------------
     def cli(self, *args: str) -> Any:
