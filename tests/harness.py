@@ -248,7 +248,7 @@ class Stack:
                     for t in Base.metadata.sorted_tables}
 
     def worker_logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-4000:]
+        return "\n".join(p.read_text(errors="replace")
                          for p in sorted(self.tmp.glob("worker-*.log")))
 
 

@@ -154,8 +154,17 @@ def attempt(rt: Runtime, connector_row: Connector, claim: Claim, data: dict[str,
                                    f"{connector_row.name}: {exc}"[:MAX_ERROR])
 
 
-def record(session: Session, rt: Runtime, connector: Connector, outcome: Outcome) -> bool:
-    """Write one outcome if the lease is still ours; False means another worker took over."""
+@dataclass
+class Recorded:
+    """An outcome written to the database; logged and counted only after the commit."""
+
+    outcome: Outcome
+    step: str
+    message: str
+
+
+def record(session: Session, rt: Runtime, connector: Connector, outcome: Outcome) -> Recorded | None:
+    """Write one outcome if the lease is still ours; None means another worker took over."""
     claim, settings, now = outcome.claim, rt.settings, utcnow()
     values: dict[str, Any] = {"lease_until": None, "lease_token": None, "updated_at": now,
                               "last_error": outcome.error, "action": claim.action}
@@ -183,19 +192,25 @@ def record(session: Session, rt: Runtime, connector: Connector, outcome: Outcome
         log.warning("lease of delivery %s expired before its outcome was recorded; another "
                     "worker owns it now (raise BROKER_LEASE_SECONDS if pushes are slow)",
                     claim.delivery_id, extra={"order_id": claim.order_id})
-        return False
+        return None
     session.add(DeliveryAttempt(delivery_id=claim.delivery_id, number=claim.attempt,
                                 outcome=status, error=outcome.error, reference=outcome.reference,
                                 started_at=outcome.started, duration_ms=outcome.duration_ms))
     step = {"booked": "booked", "dead": "dead"}.get(status, "retry")
     timeline.record(session, claim.order_id, step, message, delivery_id=claim.delivery_id,
                     connector=connector.name, attempt=claim.attempt)
-    metrics.DELIVERIES.labels(connector=connector.name, outcome=step).inc()
-    if status == "booked":
-        metrics.RECEIVED_TO_BOOKED.observe((now - claim.received_at).total_seconds())
+    return Recorded(outcome, step, message)
+
+
+def announce(connector: Connector, recorded: Recorded) -> None:
+    """Metrics and the log line of a committed outcome."""
+    claim = recorded.outcome.claim
+    metrics.DELIVERIES.labels(connector=connector.name, outcome=recorded.step).inc()
+    if recorded.step == "booked":
+        metrics.RECEIVED_TO_BOOKED.observe((utcnow() - claim.received_at).total_seconds())
     with order_context(claim.order_id):
-        log.info(message, extra={"delivery_id": claim.delivery_id, "connector": connector.name})
-    return True
+        log.info(recorded.message,
+                 extra={"delivery_id": claim.delivery_id, "connector": connector.name})
 
 
 def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
@@ -232,8 +247,10 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
                 outcomes.append(attempt(rt, connector, c, versions[c.version_id],
                                         references.get(c.order_id)))
         with rt.db.begin() as session:
-            for outcome in outcomes:
-                record(session, rt, connector, outcome)
+            written = [record(session, rt, connector, outcome) for outcome in outcomes]
+        for recorded in written:
+            if recorded:
+                announce(connector, recorded)
         processed += len(claims)
         if len(claims) < limit:
             return processed

@@ -31,6 +31,7 @@ def test_back_office_503_then_200_books_after_retry(any_stack, sink):
     assert stack.webhook("shop", secret, order("2001"))[0] == 202
     wait_until(lambda: _booked(stack) == 1, message="booking after retries")
     assert sink.creates["2001"] == 1
+    assert '"level": "ERROR"' not in stack.worker_logs()
     assert stack.count(DeliveryAttempt) == 3
     detail = stack.cli("orders", "show", stack.cli("orders", "list", "--json")[0]["id"], "--json")
     assert [t["step"] for t in detail["timeline"]].count("retry") == 2
@@ -53,6 +54,8 @@ def test_back_office_422_dead_letters_then_replay_books_once(any_stack, sink):
     stack.runtime.publisher.wake(replay_order(stack.runtime.db, order_id))
     wait_until(lambda: _booked(stack) == 1, message="booking after replay")
     assert sink.creates["2002"] == 1
+    assert stack.count(DeliveryAttempt) == 2
+    assert '"level": "ERROR"' not in stack.worker_logs()
 
 
 def test_duplicate_webhook_storm_books_each_order_once(any_stack, sink):
