@@ -21,7 +21,7 @@ def normalise(event_id: str, force: bool = False) -> str:
     with order_context(order_id):
         if result.error:
             log.warning("event %s rejected: %s", event_id, result.error)
-            metrics.ORDERS_RECEIVED.labels(source="-", outcome="rejected").inc()
+            metrics.ORDERS_RECEIVED.labels(source=result.source, outcome="rejected").inc()
         else:
             log.info("event %s %s", event_id, result.status)
     rt.publisher.wake(result.wake)

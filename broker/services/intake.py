@@ -39,6 +39,7 @@ def store_event(db: Database, source_id: str, event_key: str, topic: str | None,
 class NormaliseResult:
     status: str
     error: str | None = None
+    source: str = ""
     outcomes: list[VersionOutcome] = field(default_factory=list)
 
     @property
@@ -62,9 +63,9 @@ def normalise_event(db: Database, event_id: str, *, force: bool = False) -> Norm
                                 .with_for_update()).scalar_one_or_none()
         if event is None:
             raise LookupError(f"no inbound event {event_id}")
-        if event.status != EventStatus.RECEIVED and not force:
-            return NormaliseResult(event.status, event.error)
         source = session.get(Source, event.source_id)
+        if event.status != EventStatus.RECEIVED and not force:
+            return NormaliseResult(event.status, event.error, source.name)
         event.attempts += 1
         event.processed_at = utcnow()
         try:
@@ -72,14 +73,14 @@ def normalise_event(db: Database, event_id: str, *, force: bool = False) -> Norm
             orders = [load_order(doc) for doc in documents]
         except ValidationError as exc:
             event.status, event.error = EventStatus.REJECTED, _describe(exc)
-            return NormaliseResult(event.status, event.error)
+            return NormaliseResult(event.status, event.error, source.name)
         except (PayloadError, ValueError) as exc:
             event.status, event.error = EventStatus.REJECTED, str(exc)
-            return NormaliseResult(event.status, event.error)
+            return NormaliseResult(event.status, event.error, source.name)
         if not orders:
             event.status, event.error = EventStatus.IGNORED, None
-            return NormaliseResult(event.status)
-        result = NormaliseResult(EventStatus.NORMALISED)
+            return NormaliseResult(event.status, source=source.name)
+        result = NormaliseResult(EventStatus.NORMALISED, source=source.name)
         for order in orders:
             result.outcomes.append(apply_version(session, source, order, event_id=event.id,
                                                  received_at=event.received_at))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from broker.db import Database, utcnow
-from broker.models import Connector, Delivery, DeliveryStatus, Order, OrderVersion, Source
-from broker.services import routing, timeline
-from broker.services.orders import _route
+from broker.models import Connector, Delivery, DeliveryStatus, Order, OrderVersion
+from broker.services import timeline
+from broker.services.orders import route_version
 
 REPLAYABLE = (DeliveryStatus.DEAD, DeliveryStatus.PARKED)
 
@@ -29,10 +29,8 @@ def replay_order(db: Database, order_id: str, actor: str = "cli") -> list[tuple[
         deliveries = session.execute(select(Delivery).where(
             Delivery.order_version_id == version.id)).scalars().all()
         if not deliveries:
-            source = session.get(Source, order.source_id)
-            routed = routing.connectors_for(session, source.id, version.data)
             timeline.record(session, order.id, "replayed", f"routed again by {actor}")
-            return _route(session, order, version, version.data) if routed else []
+            return route_version(session, order, version, version.data)
         now, wake = utcnow(), []
         for d in deliveries:
             if d.status not in REPLAYABLE:

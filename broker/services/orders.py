@@ -39,8 +39,9 @@ def _booked_reference(session: Session, order_id: str, connector_id: str) -> str
     ).scalar()
 
 
-def _route(session: Session, order: Order, version: OrderVersion,
-           data: Mapping[str, Any]) -> list[tuple[str, str]]:
+def route_version(session: Session, order: Order, version: OrderVersion,
+                  data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Create one delivery per matching connector; returns the (connector id, queue) to wake."""
     wake: list[tuple[str, str]] = []
     connectors: list[Connector] = routing.connectors_for(session, order.source_id, data)
     for connector in connectors:
@@ -117,5 +118,5 @@ def apply_version(session: Session, source: Source, order: Mapping[str, Any], *,
     row.updated_at = now
     timeline.record(session, row.id, "normalised",
                     f"version {version.version} accepted ({row.status}, {row.total} {row.currency})")
-    outcome.wake = _route(session, row, version, data)
+    outcome.wake = route_version(session, row, version, data)
     return outcome

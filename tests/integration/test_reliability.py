@@ -206,3 +206,22 @@ def test_embedded_broker_up_survives_kill_9_and_restart(tmp_path, sink, kills):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
     assert "stopped" in (tmp_path / "up.log").read_text()
+
+
+def test_an_unrouted_order_is_routed_by_a_replay_after_the_route_is_added(stack, sink):
+    from broker.services.intake import normalise_event
+
+    secret = stack.source("shop")
+    stack.http_connector("erp", sink.url + "/orders")
+    _, body = stack.webhook("shop", secret, order("9001"))
+    result = normalise_event(stack.runtime.db, body["event_id"])
+    order_id = result.outcomes[0].order_id
+    assert result.wake == [] and stack.count(Delivery) == 0
+    detail = stack.cli("orders", "show", order_id, "--json")
+    assert detail["timeline"][-1]["step"] == "unrouted"
+    stack.route("shop", "erp")
+    wake = replay_order(stack.runtime.db, order_id)
+    assert len(wake) == 1 and stack.count(Delivery) == 1
+    stack.start_worker()
+    stack.runtime.publisher.wake(wake)
+    wait_until(lambda: _booked(stack) == 1, message="booking after the route was added")
