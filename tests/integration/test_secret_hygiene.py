@@ -1,0 +1,51 @@
+"""T36: canary secrets planted in every secret field never show up in logs, answers or errors."""
+
+from __future__ import annotations
+
+import json
+
+from harness import order, wait_until
+
+from broker.models import Connector, Delivery, DeliveryStatus, Source
+
+CANARY_PASSWORD = "canary-pw-7Qx9Lm2Vb4"
+CANARY_TOKEN = "canary-token-Zr8Kd3Wq1"
+
+
+def test_canary_secrets_stay_out_of_logs_answers_errors_and_task_arguments(stack, sink):
+    secret = stack.source("shop")
+    stack.http_connector("erp", sink.url + "/orders",
+                         auth={"type": "basic", "username": "broker", "password": CANARY_PASSWORD})
+    stack.http_connector("wms", sink.url + "/orders",
+                         auth={"type": "bearer", "token": CANARY_TOKEN})
+    stack.route("shop", "erp")
+    stack.route("shop", "wms")
+    sink.require_basic("broker", "another-password")  # both connectors fail with 401 → dead
+    client = stack.cli("clients", "create", "shopfront", "--json")
+    stack.start_worker()
+    stack.webhook("shop", secret, order("S1"))
+    wait_until(lambda: stack.count(Delivery, Delivery.status == DeliveryStatus.DEAD) == 2,
+               message="two dead letters")
+    order_id = stack.cli("orders", "list", "--json")[0]["id"]
+    canaries = [CANARY_PASSWORD, CANARY_TOKEN, secret, client["client_secret"]]
+
+    token = stack.client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                              auth=(client["client_id"], client["client_secret"])).json
+    answers = [
+        stack.client.get(f"/api/v1/orders/{order_id}",
+                         headers={"Authorization": f"Bearer {token['access_token']}"}).get_data(True),
+        stack.client.get("/metrics").get_data(True),
+        json.dumps(stack.cli("orders", "show", order_id, "--json")),
+        json.dumps(stack.cli("connectors", "list", "--json")),
+        json.dumps(stack.cli("sources", "list", "--json")),
+        stack.worker_logs(),
+    ]
+    with stack.runtime.db.begin() as session:
+        stored = [c.secrets_encrypted for c in session.query(Connector)]
+        stored += [s.secrets_encrypted for s in session.query(Source)]
+        errors = [d.last_error for d in session.query(Delivery)]
+        config = [json.dumps(c.config) for c in session.query(Connector)]
+    assert all("401" in e and "credentials" in e for e in errors), errors
+    for canary in canaries:
+        for text in [*answers, *errors, *config, *stored]:
+            assert canary not in text
