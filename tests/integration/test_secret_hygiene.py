@@ -47,5 +47,5 @@ def test_canary_secrets_stay_out_of_logs_answers_errors_and_task_arguments(stack
         config = [json.dumps(c.config) for c in session.query(Connector)]
     assert all("401" in e and "credentials" in e for e in errors), errors
     for canary in canaries:
-        for text in [*answers, *errors, *config, *stored]:
+        for text in filter(None, [*answers, *errors, *config, *stored]):
             assert canary not in text
