@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event, select
+from sqlalchemy import Connection, DateTime, Engine, create_engine, event, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.compiler import compiles
@@ -107,7 +107,9 @@ def make_engine(url: str, **kw: Any) -> Engine:
         options["connect_args"] = {"timeout": 10, "check_same_thread": False}
     else:
         options["pool_recycle"] = 1800
-        options["pool_size"] = kw.pop("pool_size", 5)
+        # Sized for a gevent gateway (many requests per process): overflow connections are
+        # closed on return, and reconnect churn cost more than the idle connections.
+        options["pool_size"] = kw.pop("pool_size", 20)
         options["max_overflow"] = kw.pop("max_overflow", 10)
     if backend == "postgresql":
         options["connect_args"] = {"options": "-c timezone=UTC -c statement_timeout=30000 "
@@ -144,7 +146,7 @@ class Database:
         self.engine.dispose()
 
 
-def insert_ignore(session: Session, model: type[Base], values: dict[str, Any],
+def insert_ignore(session: Session | Connection, model: type[Base], values: dict[str, Any],
                   unique: tuple[str, ...]) -> tuple[bool, str]:
     """Insert a row unless its unique key exists; return (inserted, id of the row).
 
@@ -152,7 +154,7 @@ def insert_ignore(session: Session, model: type[Base], values: dict[str, Any],
     duplicates cannot both win.
     """
     table = model.__table__
-    dialect = session.get_bind().dialect.name
+    dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
     values = {"id": new_id(), **values}
     if dialect == "postgresql":
         stmt = postgresql.insert(table).values(values).on_conflict_do_nothing()

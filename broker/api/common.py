@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, request
@@ -14,7 +15,8 @@ def runtime() -> Any:
     return current_app.extensions["broker"]
 
 
-def read_json_body(limit: int | None = None) -> tuple[bytes, Any]:
+def read_json_body(limit: int | None = None,
+                   parse: Callable[[bytes], Any] = parse_json) -> tuple[bytes, Any]:
     """The raw body (bounded) and its JSON, with exact decimals; 413/415/400 otherwise."""
     if limit:
         request.max_content_length = limit
@@ -23,6 +25,6 @@ def read_json_body(limit: int | None = None) -> tuple[bytes, Any]:
         raise ApiError(415, "unsupported_media_type",
                        f"send JSON (Content-Type: application/json), not {request.mimetype or 'nothing'}")
     try:
-        return body, parse_json(body)
+        return body, parse(body)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
