@@ -26,6 +26,9 @@ from prometheus_client.registry import Collector
 ORDERS_RECEIVED = Counter(
     "broker_orders_received_total", "Orders and webhooks received, by source and outcome",
     ["source", "outcome"])
+EVENTS_NORMALISED = Counter(
+    "broker_events_normalised_total", "Webhook events normalised by workers, by source and outcome",
+    ["source", "outcome"])
 DELIVERIES = Counter(
     "broker_deliveries_total", "Delivery attempts finished, by connector and outcome",
     ["connector", "outcome"])

@@ -41,7 +41,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_soft_shutdown_timeout": 30.0,
-        "worker_max_tasks_per_child": 1000,
+        "worker_max_tasks_per_child": 10000,
         "task_time_limit": 300,
         "task_soft_time_limit": 270,
         "task_ignore_result": True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from broker import metrics
 from broker.logging import order_context
@@ -14,18 +15,25 @@ log = logging.getLogger(__name__)
 
 
 @app.task(name="broker.normalise")
-def normalise(event_id: str, force: bool = False) -> str:
+def normalise(event_id: str | None = None) -> int:
+    """Normalise waiting events in batches; `event_id` is only a hint that work is waiting."""
     rt = process_runtime(settings)
-    result = intake.normalise_event(rt.db, event_id, force=force)
-    order_id = result.outcomes[0].order_id if result.outcomes else None
-    with order_context(order_id):
-        if result.error:
-            log.warning("event %s rejected: %s", event_id, result.error)
-            metrics.ORDERS_RECEIVED.labels(source=result.source, outcome="rejected").inc()
-        else:
-            log.info("event %s %s", event_id, result.status)
-    rt.publisher.wake(result.wake)
-    return result.status
+    done, deadline = 0, time.monotonic() + max(1.0, settings.lease_seconds / 2)
+    while True:
+        results = intake.normalise_pending(rt.db, limit=settings.claim_batch)
+        for result in results:
+            order_id = result.outcomes[0].order_id if result.outcomes else None
+            with order_context(order_id):
+                if result.error:
+                    log.warning("event rejected: %s", result.error)
+                metrics.EVENTS_NORMALISED.labels(source=result.source, outcome=result.status).inc()
+        rt.publisher.wake(sorted({w for r in results for w in r.wake}))
+        done += len(results)
+        if len(results) < settings.claim_batch:
+            return done
+        if time.monotonic() > deadline:  # let other tasks run; the rest is one message away
+            rt.publisher.normalise(event_id or "")
+            return done
 
 
 @app.task(name="broker.deliver")
@@ -40,8 +48,8 @@ def deliver(connector_id: str) -> int:
 def sweep() -> dict[str, int]:
     rt = process_runtime(settings)
     found = sweeper.sweep(rt.db, grace_seconds=settings.sweep_interval)
-    for event_id in found.events:
-        rt.publisher.normalise(event_id)
+    if found.events:
+        rt.publisher.normalise(found.events[0])
     rt.publisher.wake(found.connectors)
     if found.events or found.connectors:
         log.info("sweep re-enqueued %d events and %d connectors", len(found.events),

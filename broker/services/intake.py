@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -11,12 +12,15 @@ from typing import Any
 
 from marshmallow import ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from broker.channels.base import PayloadError, channel_for
 from broker.db import Database, insert_ignore, utcnow
 from broker.models import EventStatus, IdempotencyKey, InboundEvent, Source
 from broker.schemas.order import flatten_errors, load_order
 from broker.services.orders import VersionOutcome, apply_version
+
+log = logging.getLogger(__name__)
 
 
 def parse_json(body: bytes) -> Any:
@@ -55,12 +59,36 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(f"{path}: {' '.join(msgs)}" for path, msgs in sorted(fields.items()))
 
 
-def normalise_event(db: Database, event_id: str, *, force: bool = False) -> NormaliseResult:
-    """Turn a stored event into order versions and deliveries, in one transaction.
+MAX_NORMALISE_ATTEMPTS = 5
 
-    A payload that cannot be mapped marks the event rejected with the reason; it stays
-    stored and `force=True` (reprocess) runs it again after the fix.
-    """
+
+def _normalise(session: Session, event: InboundEvent, source: Source) -> NormaliseResult:
+    """Map one locked event to order versions; a mapping problem rejects it with the reason."""
+    event.attempts += 1
+    event.processed_at = utcnow()
+    try:
+        documents = channel_for(source.kind).to_orders(event.topic, parse_json(event.body))
+        orders = [load_order(doc) for doc in documents]
+    except ValidationError as exc:
+        event.status, event.error = EventStatus.REJECTED, _describe(exc)
+        return NormaliseResult(event.status, event.error, source.name)
+    except (PayloadError, ValueError) as exc:
+        event.status, event.error = EventStatus.REJECTED, str(exc)
+        return NormaliseResult(event.status, event.error, source.name)
+    if not orders:
+        event.status, event.error = EventStatus.IGNORED, None
+        return NormaliseResult(event.status, source=source.name)
+    result = NormaliseResult(EventStatus.NORMALISED, source=source.name)
+    for order in orders:
+        result.outcomes.append(apply_version(session, source, order, event_id=event.id,
+                                             received_at=event.received_at))
+    event.status, event.error = EventStatus.NORMALISED, None
+    event.order_id = result.outcomes[0].order_id
+    return result
+
+
+def normalise_event(db: Database, event_id: str, *, force: bool = False) -> NormaliseResult:
+    """Normalise one event in its own transaction; `force` reprocesses a rejected one."""
     with db.begin() as session:
         event = session.execute(select(InboundEvent).where(InboundEvent.id == event_id)
                                 .with_for_update()).scalar_one_or_none()
@@ -69,27 +97,38 @@ def normalise_event(db: Database, event_id: str, *, force: bool = False) -> Norm
         source = session.get(Source, event.source_id)
         if event.status != EventStatus.RECEIVED and not force:
             return NormaliseResult(event.status, event.error, source.name)
-        event.attempts += 1
-        event.processed_at = utcnow()
-        try:
-            documents = channel_for(source.kind).to_orders(event.topic, parse_json(event.body))
-            orders = [load_order(doc) for doc in documents]
-        except ValidationError as exc:
-            event.status, event.error = EventStatus.REJECTED, _describe(exc)
-            return NormaliseResult(event.status, event.error, source.name)
-        except (PayloadError, ValueError) as exc:
-            event.status, event.error = EventStatus.REJECTED, str(exc)
-            return NormaliseResult(event.status, event.error, source.name)
-        if not orders:
-            event.status, event.error = EventStatus.IGNORED, None
-            return NormaliseResult(event.status, source=source.name)
-        result = NormaliseResult(EventStatus.NORMALISED, source=source.name)
-        for order in orders:
-            result.outcomes.append(apply_version(session, source, order, event_id=event.id,
-                                                 received_at=event.received_at))
-        event.status, event.error = EventStatus.NORMALISED, None
-        event.order_id = result.outcomes[0].order_id
-        return result
+        return _normalise(session, event, source)
+
+
+def normalise_pending(db: Database, *, limit: int) -> list[NormaliseResult]:
+    """Normalise up to `limit` waiting events in one transaction, each in a savepoint.
+
+    One commit and one wake-up per batch instead of per event; events another worker holds
+    are skipped (SKIP LOCKED). An event that breaks normalisation itself (not its payload)
+    stays waiting and is rejected after MAX_NORMALISE_ATTEMPTS, so it cannot loop forever.
+    """
+    results: list[NormaliseResult] = []
+    with db.begin() as session:
+        events = session.execute(
+            select(InboundEvent).where(InboundEvent.status == EventStatus.RECEIVED)
+            .order_by(InboundEvent.received_at).limit(limit)
+            .with_for_update(skip_locked=True)).scalars().all()
+        sources: dict[str, Source] = {}
+        for event in events:
+            source = sources.get(event.source_id) or session.get(Source, event.source_id)
+            sources[event.source_id] = source
+            if event.attempts >= MAX_NORMALISE_ATTEMPTS:
+                event.status = EventStatus.REJECTED
+                event.error = (f"normalisation failed {event.attempts} times with an internal "
+                               "error; see the worker log, fix, then reprocess the event")
+                continue
+            try:
+                with session.begin_nested():
+                    results.append(_normalise(session, event, source))
+            except Exception:
+                log.exception("normalising event %s failed; it stays waiting", event.id)
+                event.attempts += 1
+    return results
 
 
 def request_fingerprint(method: str, path: str, body: bytes) -> str:

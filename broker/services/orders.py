@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from broker.db import insert_ignore, utcnow
+from broker.db import insert_ignore, new_id, utcnow
 from broker.models import Connector, Delivery, DeliveryStatus, Order, OrderVersion, Source
 from broker.schemas.order import dump_order, order_digest
 from broker.services import routing, timeline
@@ -40,12 +40,12 @@ def _booked_reference(session: Session, order_id: str, connector_id: str) -> str
 
 
 def route_version(session: Session, order: Order, version: OrderVersion,
-                  data: Mapping[str, Any]) -> list[tuple[str, str]]:
+                  data: Mapping[str, Any], *, new_order: bool = False) -> list[tuple[str, str]]:
     """Create one delivery per matching connector; returns the (connector id, queue) to wake."""
     wake: list[tuple[str, str]] = []
     connectors: list[Connector] = routing.connectors_for(session, order.source_id, data)
     for connector in connectors:
-        superseded = session.execute(
+        superseded = 0 if new_order else session.execute(
             update(Delivery)
             .where(Delivery.order_id == order.id, Delivery.connector_id == connector.id,
                    Delivery.status == DeliveryStatus.PENDING)
@@ -55,12 +55,11 @@ def route_version(session: Session, order: Order, version: OrderVersion,
             timeline.record(session, order.id, "superseded",
                             f"{superseded} pending delivery to {connector.name} replaced by "
                             f"version {version.version}")
-        delivery = Delivery(order_id=order.id, order_version_id=version.id,
+        reference = None if new_order else _booked_reference(session, order.id, connector.id)
+        delivery = Delivery(id=new_id(), order_id=order.id, order_version_id=version.id,
                             connector_id=connector.id,
-                            action=delivery_action(order.status, _booked_reference(
-                                session, order.id, connector.id)))
+                            action=delivery_action(order.status, reference))
         session.add(delivery)
-        session.flush()
         timeline.record(session, order.id, "queued",
                         f"version {version.version} queued for {connector.name} ({delivery.action})",
                         delivery_id=delivery.id, connector=connector.name)
@@ -90,17 +89,16 @@ def apply_version(session: Session, source: Source, order: Mapping[str, Any], *,
         timeline.record(session, row.id, "received", f"received from source {source.name}",
                         event_id=event_id)
 
-    known = session.execute(select(OrderVersion.version).where(
+    known = None if created else session.execute(select(OrderVersion.version).where(
         OrderVersion.order_id == row.id, OrderVersion.digest == digest)).scalar()
     if known is not None:
         return VersionOutcome(row.id, known, created=False, duplicate=True)
 
     stale = bool(updated_at and row.channel_updated_at and updated_at < row.channel_updated_at)
-    version = OrderVersion(order_id=row.id, version=row.current_version + 1, digest=digest,
-                           data=data, channel_updated_at=updated_at, applied=not stale,
-                           inbound_event_id=event_id)
+    version = OrderVersion(id=new_id(), order_id=row.id, version=row.current_version + 1,
+                           digest=digest, data=data, channel_updated_at=updated_at,
+                           applied=not stale, inbound_event_id=event_id)
     session.add(version)
-    session.flush()
     outcome = VersionOutcome(row.id, version.version, created=created, duplicate=False, stale=stale)
     # The version counter moves even for stale versions so version numbers stay unique.
     row.current_version = version.version
@@ -118,5 +116,5 @@ def apply_version(session: Session, source: Source, order: Mapping[str, Any], *,
     row.updated_at = now
     timeline.record(session, row.id, "normalised",
                     f"version {version.version} accepted ({row.status}, {row.total} {row.currency})")
-    outcome.wake = route_version(session, row, version, data)
+    outcome.wake = route_version(session, row, version, data, new_order=created)
     return outcome

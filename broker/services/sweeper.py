@@ -31,6 +31,6 @@ def sweep(db: Database, *, grace_seconds: float) -> SweepResult:
             select(InboundEvent.id).where(
                 InboundEvent.status == EventStatus.RECEIVED,
                 InboundEvent.received_at < now - timedelta(seconds=grace_seconds))
-            .order_by(InboundEvent.received_at).limit(1000)
+            .order_by(InboundEvent.received_at).limit(1)
         ).scalars().all()
     return SweepResult([(c.id, c.queue) for c in connectors], list(events))
