@@ -12,9 +12,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, create_engine, event, select
+from sqlalchemy import Connection, DateTime, Engine, Table, create_engine, event, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.compiler import compiles
@@ -146,6 +147,17 @@ class Database:
         self.engine.dispose()
 
 
+@lru_cache(maxsize=64)
+def _insert_ignore_statement(table: Table, dialect: str) -> Any:
+    """Built once per table and dialect: constructing it per call cost more than running it."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    # MariaDB: a no-op update instead of INSERT IGNORE, which would hide other errors
+    return mysql.insert(table).on_duplicate_key_update(id=table.c.id)
+
+
 def insert_ignore(session: Session | Connection, model: type[Base], values: dict[str, Any],
                   unique: tuple[str, ...]) -> tuple[bool, str]:
     """Insert a row unless its unique key exists; return (inserted, id of the row).
@@ -156,13 +168,7 @@ def insert_ignore(session: Session | Connection, model: type[Base], values: dict
     table = model.__table__
     dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
     values = {"id": new_id(), **values}
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).values(values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
-    else:  # MariaDB: a no-op update instead of INSERT IGNORE, which would hide other errors
-        stmt = mysql.insert(table).values(values).on_duplicate_key_update(id=table.c.id)
-    result = session.execute(stmt)
+    result = session.execute(_insert_ignore_statement(table, dialect), values)
     if dialect not in ("mysql", "mariadb") and result.rowcount == 1:
         return True, values["id"]
     where = [table.c[name] == values[name] for name in unique]

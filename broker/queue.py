@@ -8,6 +8,7 @@ bounded publish retries so a broker outage never blocks a webhook answer.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -87,10 +88,14 @@ class Publisher:
     or RabbitMQ costs webhook answers no time at all: the sweeper enqueues the backlog.
     """
 
-    def __init__(self, celery: Celery, pause: float = 5.0) -> None:
+    def __init__(self, celery: Celery, pause: float = 5.0, coalesce: float = 0.02) -> None:
         self.celery = celery
         self.pause = pause
+        self.coalesce = coalesce
         self._skip_until = 0.0
+        self._last_wake = 0.0
+        self._trailing: threading.Timer | None = None
+        self._lock = threading.Lock()
 
     def _send(self, task: str, args: list[str], queue: str) -> bool:
         if time.monotonic() < self._skip_until:
@@ -108,6 +113,34 @@ class Publisher:
 
     def normalise(self, event_id: str) -> bool:
         return self._send("broker.normalise", [event_id], BROKER_QUEUE)
+
+    def normalise_soon(self, event_id: str) -> None:
+        """Wake a normaliser after a commit, at most once per `coalesce` seconds per process.
+
+        A worker normalises every waiting event per wake-up, so under load one message can
+        stand for many webhooks; a wake skipped now is sent by a trailing timer, so every
+        commit is still followed by a wake-up.
+        """
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_wake >= self.coalesce:
+                self._last_wake = now
+                send = True
+            else:
+                send = False
+                if self._trailing is None:
+                    delay = self._last_wake + self.coalesce - now
+                    self._trailing = threading.Timer(delay, self._trailing_wake, [event_id])
+                    self._trailing.daemon = True
+                    self._trailing.start()
+        if send:
+            self.normalise(event_id)
+
+    def _trailing_wake(self, event_id: str) -> None:
+        with self._lock:
+            self._trailing = None
+            self._last_wake = time.monotonic()
+        self.normalise(event_id)
 
     def deliver(self, connector_id: str, queue: str) -> bool:
         return self._send("broker.deliver", [connector_id], queue)

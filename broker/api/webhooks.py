@@ -52,7 +52,7 @@ def receive(source_name: str) -> ResponseReturnValue:
     metrics.ORDERS_RECEIVED.labels(source=source.name,
                                    outcome="accepted" if new else "duplicate").inc()
     if new:
-        rt.publisher.normalise(event_id)
+        rt.publisher.normalise_soon(event_id)
     response = jsonify({"status": "accepted" if new else "duplicate", "event_id": event_id})
     response.status_code = 202 if new else 200
     return response

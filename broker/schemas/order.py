@@ -360,7 +360,12 @@ def dump_order(order: dict) -> dict:
 
 def order_digest(order: dict) -> str:
     """sha256 of the canonical JSON dump, to spot a re-sent identical version."""
-    return hashlib.sha256(_canonical_json(dump_order(order)).encode()).hexdigest()
+    return dumped_digest(dump_order(order))
+
+
+def dumped_digest(dumped: dict) -> str:
+    """order_digest of an order already dumped (saves a second dump on the hot path)."""
+    return hashlib.sha256(_canonical_json(dumped).encode()).hexdigest()
 
 
 def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from broker.db import insert_ignore, new_id, utcnow
 from broker.models import Connector, Delivery, DeliveryStatus, Order, OrderVersion, Source
-from broker.schemas.order import dump_order, order_digest
+from broker.schemas.order import dump_order, dumped_digest
 from broker.services import routing, timeline
 from broker.services.delivery import delivery_action
 
@@ -74,7 +74,7 @@ def apply_version(session: Session, source: Source, order: Mapping[str, Any], *,
                   event_id: str | None = None, received_at: datetime | None = None) -> VersionOutcome:
     """Record a validated canonical order as a new version of (source, external_id)."""
     data = dump_order(dict(order))
-    digest = order_digest(dict(order))
+    digest = dumped_digest(data)
     updated_at: datetime | None = order.get("updated_at") or order.get("placed_at")
     now = utcnow()
     created, order_id = insert_ignore(session, Order, {
