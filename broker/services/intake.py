@@ -19,6 +19,7 @@ from broker.db import Database, insert_ignore, utcnow
 from broker.models import EventStatus, IdempotencyKey, InboundEvent, Source
 from broker.schemas.order import flatten_errors, load_order
 from broker.services.orders import VersionOutcome, apply_version
+from broker.services.routing import RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ def _describe(exc: ValidationError) -> str:
 MAX_NORMALISE_ATTEMPTS = 5
 
 
-def _normalise(session: Session, event: InboundEvent, source: Source) -> NormaliseResult:
+def _normalise(session: Session, event: InboundEvent, source: Source,
+               routes: RouteTable | None = None) -> NormaliseResult:
     """Map one locked event to order versions; a mapping problem rejects it with the reason."""
     event.attempts += 1
     event.processed_at = utcnow()
@@ -81,7 +83,7 @@ def _normalise(session: Session, event: InboundEvent, source: Source) -> Normali
     result = NormaliseResult(EventStatus.NORMALISED, source=source.name)
     for order in orders:
         result.outcomes.append(apply_version(session, source, order, event_id=event.id,
-                                             received_at=event.received_at))
+                                             received_at=event.received_at, routes=routes))
     event.status, event.error = EventStatus.NORMALISED, None
     event.order_id = result.outcomes[0].order_id
     return result
@@ -101,34 +103,49 @@ def normalise_event(db: Database, event_id: str, *, force: bool = False) -> Norm
 
 
 def normalise_pending(db: Database, *, limit: int) -> list[NormaliseResult]:
-    """Normalise up to `limit` waiting events in one transaction, each in a savepoint.
+    """Normalise up to `limit` waiting events in one transaction.
 
     One commit and one wake-up per batch instead of per event; events another worker holds
-    are skipped (SKIP LOCKED). An event that breaks normalisation itself (not its payload)
-    stays waiting and is rejected after MAX_NORMALISE_ATTEMPTS, so it cannot loop forever.
+    are skipped (SKIP LOCKED). Should normalisation itself fail (not a payload: those are
+    rejected), the batch is rolled back and each event retried in a transaction of its own,
+    so one bad event never holds up the others; after MAX_NORMALISE_ATTEMPTS it is rejected.
     """
-    results: list[NormaliseResult] = []
-    with db.begin() as session:
-        events = session.execute(
-            select(InboundEvent).where(InboundEvent.status == EventStatus.RECEIVED)
-            .order_by(InboundEvent.received_at).limit(limit)
-            .with_for_update(skip_locked=True)).scalars().all()
-        sources: dict[str, Source] = {}
-        for event in events:
-            source = sources.get(event.source_id) or session.get(Source, event.source_id)
-            sources[event.source_id] = source
-            if event.attempts >= MAX_NORMALISE_ATTEMPTS:
-                event.status = EventStatus.REJECTED
-                event.error = (f"normalisation failed {event.attempts} times with an internal "
-                               "error; see the worker log, fix, then reprocess the event")
-                continue
-            try:
-                with session.begin_nested():
-                    results.append(_normalise(session, event, source))
-            except Exception:
-                log.exception("normalising event %s failed; it stays waiting", event.id)
-                event.attempts += 1
+    ids: list[str] = []
+    try:
+        with db.begin() as session:
+            events = session.execute(
+                select(InboundEvent).where(InboundEvent.status == EventStatus.RECEIVED)
+                .order_by(InboundEvent.received_at).limit(limit)
+                .with_for_update(skip_locked=True)).scalars().all()
+            ids = [event.id for event in events]
+            sources: dict[str, Source] = {}
+            routes: RouteTable = {}
+            results = []
+            for event in events:
+                source = sources.get(event.source_id) or session.get(Source, event.source_id)
+                sources[event.source_id] = source
+                results.append(_normalise(session, event, source, routes))
+        return results
+    except Exception:
+        log.exception("a batch of %d events failed to normalise; retrying one by one", len(ids))
+    results = []
+    for event_id in ids:
+        try:
+            results.append(normalise_event(db, event_id))
+        except Exception:
+            log.exception("normalising event %s failed; it stays waiting", event_id)
+            _count_failure(db, event_id)
     return results
+
+
+def _count_failure(db: Database, event_id: str) -> None:
+    with db.begin() as session:
+        event = session.get(InboundEvent, event_id)
+        event.attempts += 1
+        if event.attempts >= MAX_NORMALISE_ATTEMPTS:
+            event.status = EventStatus.REJECTED
+            event.error = (f"normalisation failed {event.attempts} times with an internal "
+                           "error; see the worker log, fix, then reprocess the event")
 
 
 def request_fingerprint(method: str, path: str, body: bytes) -> str:

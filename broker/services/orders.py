@@ -40,10 +40,11 @@ def _booked_reference(session: Session, order_id: str, connector_id: str) -> str
 
 
 def route_version(session: Session, order: Order, version: OrderVersion,
-                  data: Mapping[str, Any], *, new_order: bool = False) -> list[tuple[str, str]]:
+                  data: Mapping[str, Any], *, new_order: bool = False,
+                  routes: routing.RouteTable | None = None) -> list[tuple[str, str]]:
     """Create one delivery per matching connector; returns the (connector id, queue) to wake."""
     wake: list[tuple[str, str]] = []
-    connectors: list[Connector] = routing.connectors_for(session, order.source_id, data)
+    connectors: list[Connector] = routing.connectors_for(session, order.source_id, data, routes)
     for connector in connectors:
         superseded = 0 if new_order else session.execute(
             update(Delivery)
@@ -71,7 +72,8 @@ def route_version(session: Session, order: Order, version: OrderVersion,
 
 
 def apply_version(session: Session, source: Source, order: Mapping[str, Any], *,
-                  event_id: str | None = None, received_at: datetime | None = None) -> VersionOutcome:
+                  event_id: str | None = None, received_at: datetime | None = None,
+                  routes: routing.RouteTable | None = None) -> VersionOutcome:
     """Record a validated canonical order as a new version of (source, external_id)."""
     data = dump_order(dict(order))
     digest = dumped_digest(data)
@@ -116,5 +118,5 @@ def apply_version(session: Session, source: Source, order: Mapping[str, Any], *,
     row.updated_at = now
     timeline.record(session, row.id, "normalised",
                     f"version {version.version} accepted ({row.status}, {row.total} {row.currency})")
-    outcome.wake = route_version(session, row, version, data, new_order=created)
+    outcome.wake = route_version(session, row, version, data, new_order=created, routes=routes)
     return outcome

@@ -29,11 +29,26 @@ def route_matches(filters: Mapping[str, Any], order: Mapping[str, Any]) -> bool:
     return all(checks[key](values) for key, values in filters.items() if values)
 
 
-def connectors_for(session: Session, source_id: str, order: Mapping[str, Any]) -> list[Connector]:
-    rows = session.execute(
+RouteTable = dict[str, list[tuple[Route, Connector]]]
+
+
+def routes_of(session: Session, source_id: str, cache: RouteTable | None = None,
+              ) -> list[tuple[Route, Connector]]:
+    """Enabled routes of a source; `cache` lets a batch read them once."""
+    if cache is not None and source_id in cache:
+        return cache[source_id]
+    rows = [tuple(row) for row in session.execute(
         select(Route, Connector)
         .join(Connector, Connector.id == Route.connector_id)
         .where(Route.source_id == source_id, Route.enabled.is_(True), Connector.enabled.is_(True))
         .order_by(Connector.name)
-    ).all()
-    return [connector for route, connector in rows if route_matches(route.filters or {}, order)]
+    ).all()]
+    if cache is not None:
+        cache[source_id] = rows
+    return rows
+
+
+def connectors_for(session: Session, source_id: str, order: Mapping[str, Any],
+                   cache: RouteTable | None = None) -> list[Connector]:
+    return [connector for route, connector in routes_of(session, source_id, cache)
+            if route_matches(route.filters or {}, order)]

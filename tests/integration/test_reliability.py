@@ -100,7 +100,7 @@ def test_purged_queue_still_delivers_everything_through_the_sweeper(any_stack, s
     for i in range(20):
         stack.webhook("shop", secret, order(f"50{i:02d}"))
     purged = stack.runtime.publisher.celery.control.purge()
-    assert purged >= 20, f"expected the 20 wake-up messages in the queue, purged {purged}"
+    assert purged >= 1, "the wake-up messages should have been in the queue"  # coalesced: <= 20
     stack.start_worker(beat=True)
     wait_until(lambda: _booked(stack) == 20, timeout=90, message="sweeper-driven bookings")
     assert max(sink.creates.values()) == 1
@@ -225,3 +225,23 @@ def test_an_unrouted_order_is_routed_by_a_replay_after_the_route_is_added(stack,
     stack.start_worker()
     stack.runtime.publisher.wake(wake)
     wait_until(lambda: _booked(stack) == 1, message="booking after the route was added")
+
+
+def test_an_event_that_breaks_normalisation_does_not_hold_up_its_batch(db_stack):
+    from broker.models import InboundEvent, Source
+    from broker.services.intake import MAX_NORMALISE_ATTEMPTS, normalise_pending
+
+    stack = db_stack
+    good, broken = stack.source("good"), stack.source("broken")
+    stack.webhook("good", good, order("B1"))
+    stack.webhook("broken", broken, order("B2"))
+    with stack.runtime.db.begin() as session:  # a channel plugin uninstalled after the fact
+        session.query(Source).filter_by(name="broken").update({"kind": "uninstalled-plugin"})
+    results = normalise_pending(stack.runtime.db, limit=10)
+    assert [r.status for r in results] == ["normalised"]
+    assert stack.count(InboundEvent, InboundEvent.status == "received") == 1
+    for _ in range(MAX_NORMALISE_ATTEMPTS - 1):
+        normalise_pending(stack.runtime.db, limit=10)
+    with stack.runtime.db.begin() as session:
+        stuck = session.query(InboundEvent).filter_by(status="rejected").one()
+    assert "internal error" in stuck.error and stuck.attempts == MAX_NORMALISE_ATTEMPTS
