@@ -74,6 +74,7 @@ def test_duplicate_webhook_storm_books_each_order_once(any_stack, sink):
     wait_until(lambda: _booked(stack) == 60, timeout=90, message="60 bookings")
     assert stack.count(InboundEvent) == 60 and stack.count(Order) == 60
     assert len(sink.records) == 60 and max(sink.creates.values()) == 1
+    assert '"level": "ERROR"' not in stack.worker_logs()
 
 
 def test_worker_kill_9_during_deliveries_loses_nothing_and_books_nothing_twice(scaled_stack, sink):
