@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from broker import metrics
@@ -163,43 +163,79 @@ class Recorded:
     message: str
 
 
-def record(session: Session, rt: Runtime, connector: Connector, outcome: Outcome) -> Recorded | None:
-    """Write one outcome if the lease is still ours; None means another worker took over."""
-    claim, settings, now = outcome.claim, rt.settings, utcnow()
-    values: dict[str, Any] = {"lease_until": None, "lease_token": None, "updated_at": now,
-                              "last_error": outcome.error, "action": claim.action}
+def _settle(rt: Runtime, connector: Connector, outcome: Outcome, now: datetime,
+            ) -> tuple[dict[str, Any], Recorded]:
+    """The row values and the journal entry of one outcome (retry, booked or dead)."""
+    claim, settings = outcome.claim, rt.settings
     status = outcome.status
     if status == "retry" and claim.attempt >= settings.max_attempts:
         status = "dead"
         outcome.error = f"gave up after {claim.attempt} attempts; last error: {outcome.error}"
-        values["last_error"] = outcome.error
+    next_at = now
     if status == "booked":
-        values.update(status=DeliveryStatus.BOOKED, reference=outcome.reference, booked_at=now)
         message = f"booked in {connector.name} as {outcome.reference} (attempt {claim.attempt})"
     elif status == "dead":
-        values.update(status=DeliveryStatus.DEAD)
         message = f"dead at attempt {claim.attempt}: {outcome.error}"
     else:
         delay = next_delay(claim.attempt, base=settings.retry_base, cap=settings.retry_cap,
                            retry_after=outcome.retry_after)
-        values.update(status=DeliveryStatus.PENDING,
-                      next_attempt_at=now + timedelta(seconds=delay))
+        next_at = now + timedelta(seconds=delay)
         message = f"attempt {claim.attempt} failed, next in {delay:.0f}s: {outcome.error}"
-    won = session.execute(update(Delivery).where(
-        Delivery.id == claim.delivery_id, Delivery.lease_token == claim.token).values(**values)
-    ).rowcount == 1
-    if not won:
-        log.warning("lease of delivery %s expired before its outcome was recorded; another "
-                    "worker owns it now (raise BROKER_LEASE_SECONDS if pushes are slow)",
-                    claim.delivery_id, extra={"order_id": claim.order_id})
-        return None
-    session.add(DeliveryAttempt(delivery_id=claim.delivery_id, number=claim.attempt,
-                                outcome=status, error=outcome.error, reference=outcome.reference,
-                                started_at=outcome.started, duration_ms=outcome.duration_ms))
+    row = {"b_id": claim.delivery_id, "b_token": claim.token,
+           "b_status": {"booked": DeliveryStatus.BOOKED, "dead": DeliveryStatus.DEAD}.get(
+               status, DeliveryStatus.PENDING),
+           "b_reference": outcome.reference if status == "booked" else None,
+           "b_booked_at": now if status == "booked" else None, "b_next": next_at,
+           "b_error": outcome.error, "b_action": claim.action, "b_now": now}
     step = {"booked": "booked", "dead": "dead"}.get(status, "retry")
-    timeline.record(session, claim.order_id, step, message, delivery_id=claim.delivery_id,
-                    connector=connector.name, attempt=claim.attempt)
-    return Recorded(outcome, step, message)
+    return row, Recorded(outcome, step, message)
+
+
+_t = Delivery.__table__
+_SETTLE = update(_t).where(_t.c.id == bindparam("b_id"), _t.c.lease_token == bindparam("b_token")
+                           ).values(status=bindparam("b_status"), reference=bindparam("b_reference"),
+                                    booked_at=bindparam("b_booked_at"),
+                                    next_attempt_at=bindparam("b_next"),
+                                    last_error=bindparam("b_error"), action=bindparam("b_action"),
+                                    lease_until=None, lease_token=None,
+                                    updated_at=bindparam("b_now"))
+
+
+def record(session: Session, rt: Runtime, connector: Connector,
+           outcomes: list[Outcome]) -> list[Recorded]:
+    """Write a batch of outcomes with one executemany, each only while its lease is ours.
+
+    Outcomes whose lease expired (another worker owns the delivery now) are dropped with a
+    warning; the rest get their attempt row and timeline entry.
+    """
+    now = utcnow()
+    settled = [_settle(rt, connector, outcome, now) for outcome in outcomes]
+    if not settled:
+        return []
+    result = session.connection().execute(_SETTLE, [row for row, _ in settled])
+    won = {row["b_id"] for row, _ in settled}
+    if result.rowcount != len(settled):  # find who lost the lease: their token is not cleared
+        won = set(session.execute(select(Delivery.id).where(
+            Delivery.id.in_(won), Delivery.lease_token.is_(None), Delivery.updated_at == now)
+        ).scalars())
+    recorded = []
+    for _, entry in settled:
+        claim = entry.outcome.claim
+        if claim.delivery_id not in won:
+            log.warning("lease of delivery %s expired before its outcome was recorded; another "
+                        "worker owns it now (raise BROKER_LEASE_SECONDS if pushes are slow)",
+                        claim.delivery_id, extra={"order_id": claim.order_id})
+            continue
+        outcome = entry.outcome
+        session.add(DeliveryAttempt(delivery_id=claim.delivery_id, number=claim.attempt,
+                                    outcome=entry.step,
+                                    error=outcome.error, reference=outcome.reference,
+                                    started_at=outcome.started, duration_ms=outcome.duration_ms))
+        timeline.record(session, claim.order_id, entry.step, entry.message,
+                        delivery_id=claim.delivery_id, connector=connector.name,
+                        attempt=claim.attempt)
+        recorded.append(entry)
+    return recorded
 
 
 def announce(connector: Connector, recorded: Recorded) -> None:
@@ -247,10 +283,9 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
                 outcomes.append(attempt(rt, connector, c, versions[c.version_id],
                                         references.get(c.order_id)))
         with rt.db.begin() as session:
-            written = [record(session, rt, connector, outcome) for outcome in outcomes]
+            written = record(session, rt, connector, outcomes)
         for recorded in written:
-            if recorded:
-                announce(connector, recorded)
+            announce(connector, recorded)
         processed += len(claims)
         if len(claims) < limit:
             return processed

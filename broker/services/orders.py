@@ -83,9 +83,9 @@ def apply_version(session: Session, source: Source, order: Mapping[str, Any], *,
         "source_id": source.id, "external_id": order["external_id"],
         "number": order.get("number"), "channel": order.get("channel") or source.kind,
         "email": (order.get("customer") or {}).get("email"), "status": order.get("status", "open"),
-        "currency": order["currency"], "total": data["totals"]["total"], "current_version": 0,
-        "received_at": received_at or now, "updated_at": now,
-    }, unique=("source_id", "external_id"))
+        "currency": order["currency"], "total": data["totals"]["total"], "current_version": 1,
+        "channel_updated_at": updated_at, "received_at": received_at or now, "updated_at": now,
+    }, unique=("source_id", "external_id"))  # a new order is inserted as its version 1 already
     row = session.execute(select(Order).where(Order.id == order_id).with_for_update()).scalar_one()
     if created:
         timeline.record(session, row.id, "received", f"received from source {source.name}",
@@ -97,7 +97,8 @@ def apply_version(session: Session, source: Source, order: Mapping[str, Any], *,
         return VersionOutcome(row.id, known, created=False, duplicate=True)
 
     stale = bool(updated_at and row.channel_updated_at and updated_at < row.channel_updated_at)
-    version = OrderVersion(id=new_id(), order_id=row.id, version=row.current_version + 1,
+    version = OrderVersion(id=new_id(), order_id=row.id,
+                           version=1 if created else row.current_version + 1,
                            digest=digest, data=data, channel_updated_at=updated_at,
                            applied=not stale, inbound_event_id=event_id)
     session.add(version)

@@ -83,3 +83,25 @@ def test_a_delivery_whose_worker_dies_every_time_is_dead_lettered_after_max_atte
         dead = session.query(Delivery).one()
     assert dead.status == DeliveryStatus.DEAD and dead.attempts == 3
     assert "gave up after 3 attempts" in dead.last_error
+
+
+def test_an_outcome_is_dropped_when_its_lease_was_taken_over(db_stack):
+    """T21: a late worker (lease expired, delivery re-claimed) cannot overwrite the new owner."""
+    from broker.db import utcnow
+    from broker.services.delivery import Outcome, record
+
+    stack = db_stack
+    connector = _orders(stack, 2)
+    with stack.runtime.db.begin() as session:
+        late = claim(session, connector, limit=5, lease_seconds=0.2, max_attempts=5)
+    time.sleep(1.2)
+    with stack.runtime.db.begin() as session:
+        owner = claim(session, connector, limit=1, lease_seconds=60, max_attempts=5)
+    stale = [Outcome(c, "booked", utcnow(), 5, reference="LATE") for c in late]
+    with stack.runtime.db.begin() as session:
+        written = record(session, stack.runtime, connector, stale)
+    assert [w.outcome.claim.delivery_id for w in written] == [
+        c.delivery_id for c in late if c.delivery_id != owner[0].delivery_id]
+    with stack.runtime.db.begin() as session:
+        taken = session.get(Delivery, owner[0].delivery_id)
+    assert taken.status == DeliveryStatus.LEASED and taken.reference is None
