@@ -247,6 +247,7 @@ def sources_rotate(name: str, as_json: bool) -> None:
 
     rt = _rt()
     secret = _setup_call(rotate_secret, rt.db, rt.box, name)
+    rt.sources.forget(name)  # other processes pick the new secret up within 5 s
     _out({"name": name, "secret": secret}, as_json, f"new signing secret (shown once): {secret}")
 
 

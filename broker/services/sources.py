@@ -87,6 +87,11 @@ class SourceCache:
         self._items: dict[str, tuple[float, SourceInfo | None]] = {}
         self._lock = threading.Lock()
 
+    def forget(self, name: str) -> None:
+        """Drop a cached source so this process sees a change at once."""
+        with self._lock:
+            self._items.pop(name, None)
+
     def get(self, name: str) -> SourceInfo | None:
         now = time.monotonic()
         cached = self._items.get(name)
