@@ -191,14 +191,14 @@ def _settle(rt: Runtime, connector: Connector, outcome: Outcome, now: datetime,
     return row, Recorded(outcome, step, message)
 
 
-_t = Delivery.__table__
-_SETTLE = update(_t).where(_t.c.id == bindparam("b_id"), _t.c.lease_token == bindparam("b_token")
-                           ).values(status=bindparam("b_status"), reference=bindparam("b_reference"),
-                                    booked_at=bindparam("b_booked_at"),
-                                    next_attempt_at=bindparam("b_next"),
-                                    last_error=bindparam("b_error"), action=bindparam("b_action"),
-                                    lease_until=None, lease_token=None,
-                                    updated_at=bindparam("b_now"))
+_SETTLE = update(Delivery.__table__).where(
+    Delivery.id == bindparam("b_id"), Delivery.lease_token == bindparam("b_token"),
+).values(
+    status=bindparam("b_status"), reference=bindparam("b_reference"),
+    booked_at=bindparam("b_booked_at"), next_attempt_at=bindparam("b_next"),
+    last_error=bindparam("b_error"), action=bindparam("b_action"),
+    lease_until=None, lease_token=None, updated_at=bindparam("b_now"),
+)
 
 
 def record(session: Session, rt: Runtime, connector: Connector,
