@@ -1,7 +1,8 @@
 """Test harness: real databases and queues on loopback, a broker stack per test.
 
 A service that is down makes its tests skip on a developer machine and fail in CI
-(CI=true or BROKER_TEST_REQUIRE_SERVICES=1), so missing coverage never hides as a skip.
+(CI=true or FOBO_REQUIRE_SERVICES=1), so missing coverage never hides as a skip. (Not a
+BROKER_* name: the broker refuses unknown BROKER_* variables, and workers inherit this one.)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ REDIS = "redis://127.0.0.1:6379"
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 PORTS = {"postgresql": 5432, "mariadb": 3306, "redis": 6379, "rabbitmq": 5672}
 STRICT = os.environ.get("CI", "").lower() in ("1", "true") or \
-    os.environ.get("BROKER_TEST_REQUIRE_SERVICES") == "1"
+    os.environ.get("FOBO_REQUIRE_SERVICES") == "1"
 TEST_KEY = Fernet.generate_key().decode()
 
 
