@@ -19,6 +19,7 @@ class PushContext:
     action: str            # create | update | cancel
     attempt: int
     reference: str | None = None  # the back-office reference of an earlier booking, if any
+    document: Mapping[str, Any] | None = None  # the order as canonical JSON (dump_order form)
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,7 @@ class HttpConnector(Connector):
         # Lazy: listing connector kinds must not import the broker's schemas.
         from broker.schemas.order import dump_order
 
-        dumped = dump_order(dict(order))
+        dumped = ctx.document if ctx.document is not None else dump_order(dict(order))
         if self._template is None:
             return json.dumps({"action": action, "order": dumped}, sort_keys=True,
                               separators=(",", ":"), ensure_ascii=False).encode()

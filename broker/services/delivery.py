@@ -22,7 +22,7 @@ from broker.db import db_clock, utcnow
 from broker.logging import order_context
 from broker.models import Connector, Delivery, DeliveryAttempt, DeliveryStatus, Order, OrderVersion
 from broker.runtime import Runtime
-from broker.schemas.order import load_order
+from broker.schemas.order import reload_order
 from broker.services import timeline
 from broker.services.retry import next_delay
 from connectors.base import PushContext, PushResult
@@ -135,14 +135,15 @@ def attempt(rt: Runtime, connector_row: Connector, claim: Claim, data: dict[str,
     started, clock = utcnow(), time.perf_counter()
     ctx = PushContext(delivery_id=claim.delivery_id,
                       idempotency_key=f"{claim.version_id}.{connector_row.id}",
-                      action=claim.action, attempt=claim.attempt, reference=reference)
+                      action=claim.action, attempt=claim.attempt, reference=reference,
+                      document=data)
 
     def done(status: str, **kw: Any) -> Outcome:
         return Outcome(claim, status, started, int((time.perf_counter() - clock) * 1000), **kw)
 
     try:
         connector = rt.connector(connector_row)
-        result = _push(connector, load_order(data), ctx)
+        result = _push(connector, reload_order(data), ctx)
         return done("booked", reference=str(result.reference)[:255])
     except TransientError as exc:
         return done("retry", error=str(exc)[:MAX_ERROR], retry_after=exc.retry_after)

@@ -298,3 +298,19 @@ def test_flatten_errors_gives_dotted_paths():
 
     assert flatten_errors(messages) == {
         "lines.3.unit_price": ["bad"], "lines.3": ["whole line"], "_schema": ["top"]}
+
+
+def test_reload_of_a_dump_equals_a_full_load():
+    """Deliveries re-read stored versions with reload_order: it must agree with load_order."""
+    from broker.schemas.order import reload_order
+
+    variants = [
+        ORDER_EXAMPLE,
+        {**ORDER_EXAMPLE, "currency": "JPY", "lines": [{"sku": "A", "quantity": "3",
+                                                        "unit_price": "1200"}],
+         "shipping": [], "discounts": [], "payment": None,
+         "totals": {"subtotal": "3600", "total": "3600"}, "metadata": {"n": 1.5, "k": [1, "x"]}},
+    ]
+    for variant in variants:
+        dumped = dump_order(load_order(variant))
+        assert reload_order(dumped) == load_order(dumped)
