@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from broker.db import Base, UTCDateTime, new_id, utcnow
 
@@ -43,6 +43,9 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     booked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Never loaded; declared so the unit of work inserts versions before their deliveries.
+    version = relationship("OrderVersion", lazy="raise", viewonly=False)
 
 
 class DeliveryAttempt(Base):

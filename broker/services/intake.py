@@ -124,7 +124,9 @@ def normalise_pending(db: Database, *, limit: int) -> list[NormaliseResult]:
             for event in events:
                 source = sources.get(event.source_id) or session.get(Source, event.source_id)
                 sources[event.source_id] = source
-                results.append(_normalise(session, event, source, routes))
+                with session.no_autoflush:  # one flush per event instead of one per query
+                    results.append(_normalise(session, event, source, routes))
+                session.flush()
         return results
     except Exception:
         log.exception("a batch of %d events failed to normalise; retrying one by one", len(ids))

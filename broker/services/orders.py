@@ -102,7 +102,6 @@ def apply_version(session: Session, source: Source, order: Mapping[str, Any], *,
                            digest=digest, data=data, channel_updated_at=updated_at,
                            applied=not stale, inbound_event_id=event_id)
     session.add(version)
-    session.flush()  # no ORM relationships: make sure the version row precedes its deliveries
     outcome = VersionOutcome(row.id, version.version, created=created, duplicate=False, stale=stale)
     # The version counter moves even for stale versions so version numbers stay unique.
     row.current_version = version.version
