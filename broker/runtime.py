@@ -83,8 +83,3 @@ def process_runtime(settings: Settings | None = None) -> Runtime:
     if _process_runtime is None or _process_runtime[0] != os.getpid():
         _process_runtime = (os.getpid(), Runtime(settings or load_settings()))
     return _process_runtime[1]
-
-
-def reset_process_runtime(runtime: Runtime | None = None) -> None:
-    global _process_runtime
-    _process_runtime = (os.getpid(), runtime) if runtime else None
