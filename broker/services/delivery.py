@@ -61,7 +61,8 @@ def db_now(session: Session) -> datetime:
     return session.execute(select(db_clock())).scalar_one()
 
 
-def _due(now: datetime) -> Any:
+def due(now: datetime) -> Any:
+    """Deliveries a worker may take now: pending and due, or leased with an expired lease."""
     return or_(
         and_(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now),
         and_(Delivery.status == DeliveryStatus.LEASED, Delivery.lease_until < now),
@@ -94,7 +95,7 @@ def claim(session: Session, connector: Connector, *, limit: int, lease_seconds: 
         other.order_id == Delivery.order_id, other.connector_id == Delivery.connector_id,
         other.id != Delivery.id, other.status == DeliveryStatus.LEASED, other.lease_until >= now)
     ids = session.execute(
-        select(Delivery.id).where(Delivery.connector_id == connector.id, _due(now), ~in_flight)
+        select(Delivery.id).where(Delivery.connector_id == connector.id, due(now), ~in_flight)
         .order_by(Delivery.next_attempt_at).limit(limit)
         .with_for_update(skip_locked=True, of=Delivery)
     ).scalars().all()

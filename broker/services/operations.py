@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from broker.db import Database, utcnow
 from broker.models import Connector, Delivery, DeliveryStatus, Order, OrderVersion
@@ -35,11 +35,9 @@ def replay_order(db: Database, order_id: str, actor: str = "cli") -> list[tuple[
         for d in deliveries:
             if d.status not in REPLAYABLE:
                 continue
-            session.execute(update(Delivery).where(Delivery.id == d.id).values(
-                status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now, last_error=None,
-                lease_until=None, lease_token=None, updated_at=now))
-            connector = d.connector_id
             timeline.record(session, order.id, "replayed",
                             f"delivery replayed by {actor} (was {d.status})", delivery_id=d.id)
-            wake.append((connector, session.get(Connector, connector).queue))
+            d.status, d.attempts, d.next_attempt_at, d.last_error = DeliveryStatus.PENDING, 0, now, None
+            d.lease_until, d.lease_token, d.updated_at = None, None, now
+            wake.append((d.connector_id, session.get(Connector, d.connector_id).queue))
         return wake

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from broker.db import Database
 from broker.models import Connector, Delivery, EventStatus, InboundEvent
-from broker.services.delivery import _due, db_now
+from broker.services.delivery import db_now, due
 
 
 @dataclass
@@ -25,7 +25,7 @@ def sweep(db: Database, *, grace_seconds: float) -> SweepResult:
         connectors = session.execute(
             select(Connector).where(
                 Connector.enabled.is_(True),
-                Connector.id.in_(select(Delivery.connector_id).where(_due(now)).distinct()))
+                Connector.id.in_(select(Delivery.connector_id).where(due(now)).distinct()))
         ).scalars().all()
         events = session.execute(
             select(InboundEvent.id).where(
