@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -217,18 +218,46 @@ def sources_group() -> None:
     """Front-office sources."""
 
 
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    """NAME=VALUE options; VALUE @path reads a file (keeps credentials out of shell history)."""
+    pairs = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--{what} expects NAME=VALUE, got {item.split('=')[0]!r}")
+        if value.startswith("@"):
+            value = Path(value[1:]).read_text().strip()
+        pairs[key] = value
+    return pairs
+
+
+_SETTING = click.option("--setting", "settings", multiple=True, metavar="NAME=VALUE",
+                        help="A channel setting, e.g. shop=acme.myshopify.com (repeatable).")
+_CREDENTIAL = click.option("--credential", "credentials", multiple=True, metavar="NAME=VALUE",
+                           help="A channel API credential, stored encrypted; VALUE @file reads "
+                                "it from a file (repeatable).")
+
+
 @sources_group.command("add")
 @click.argument("name")
-@click.option("--kind", required=True, help="standard-webhooks, rest, ...")
-@click.option("--secret", default=None, help="Signing secret (generated when omitted).")
+@click.option("--kind", required=True, help="standard-webhooks, shopify, woocommerce, stripe, "
+                                            "square, bigcommerce or rest.")
+@click.option("--secret", default=None,
+              help="Signing secret; required where the channel issues it (Shopify, Stripe, "
+                   "Square, BigCommerce), generated otherwise.")
+@_SETTING
+@_CREDENTIAL
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
-def sources_add(name: str, kind: str, secret: str | None, as_json: bool) -> None:
+def sources_add(name: str, kind: str, secret: str | None, settings: tuple[str, ...],
+                credentials: tuple[str, ...], as_json: bool) -> None:
     """Create a source; prints its webhook URL and signing secret once."""
     from broker.services.sources import create_source
 
     rt = _rt()
-    source, secret = _setup_call(create_source, rt.db, rt.box, name, kind, secret)
+    source, secret = _setup_call(create_source, rt.db, rt.box, name, kind, secret,
+                                 settings=_pairs(settings, "setting"),
+                                 credentials=_pairs(credentials, "credential"))
     url = f"{rt.settings.public_url}/webhooks/{source.name}"
     data = {"id": source.id, "name": source.name, "kind": source.kind,
             "webhook_url": url if source.kind != "rest" else None, "secret": secret}
@@ -237,18 +266,63 @@ def sources_add(name: str, kind: str, secret: str | None, as_json: bool) -> None
          f"source {name} created (REST: clients post to {rt.settings.public_url}/api/v1/orders)")
 
 
-@sources_group.command("rotate-secret")
+@sources_group.command("configure")
 @click.argument("name")
+@_SETTING
+@_CREDENTIAL
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
-def sources_rotate(name: str, as_json: bool) -> None:
+def sources_configure(name: str, settings: tuple[str, ...], credentials: tuple[str, ...],
+                      as_json: bool) -> None:
+    """Change a source's settings and API credentials (NAME= removes one)."""
+    from broker.services.sources import configure_source
+
+    rt = _rt()
+    data = _setup_call(configure_source, rt.db, rt.box, name,
+                       settings=_pairs(settings, "setting"),
+                       credentials=_pairs(credentials, "credential"))
+    rt.sources.forget(name)
+    _out(data, as_json, f"source {name}: settings {json.dumps(data['settings'])}; "
+         f"credentials stored: {', '.join(data['credentials']) or 'none'}")
+
+
+@sources_group.command("rotate-secret")
+@click.argument("name")
+@click.option("--secret", default=None, help="The new secret, where the channel issues it.")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def sources_rotate(name: str, secret: str | None, as_json: bool) -> None:
     """Add a new signing secret; the previous one keeps working until the next rotation."""
     from broker.services.sources import rotate_secret
 
     rt = _rt()
-    secret = _setup_call(rotate_secret, rt.db, rt.box, name)
+    secret = _setup_call(rotate_secret, rt.db, rt.box, name, secret)
     rt.sources.forget(name)  # other processes pick the new secret up within 5 s
     _out({"name": name, "secret": secret}, as_json, f"new signing secret (shown once): {secret}")
+
+
+@sources_group.command("catch-up")
+@click.argument("name")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]),
+              default=None, help="Poll changes since this time (default: since the last poll).")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def sources_catch_up(name: str, since: datetime | None, as_json: bool) -> None:
+    """Poll the channel's API now for orders its webhooks may have missed."""
+    from broker.services.catchup import catch_up
+
+    rt = _rt()
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    result = _setup_call(catch_up, rt.db, rt.box, name, since=since)
+    if result.first_event_id:
+        rt.publisher.normalise(result.first_event_id)
+    data = {"source": name, "since": result.since.isoformat(), "polled": result.polled,
+            "stored": result.stored, "error": result.error}
+    _out(data, as_json, f"catch-up of {name} since {data['since']}: {result.polled} polled, "
+         f"{result.stored} new" + (f"; failed: {result.error}" if result.error else ""))
+    if result.error:
+        sys.exit(1)
 
 
 @sources_group.command("list")
@@ -261,9 +335,12 @@ def sources_list(as_json: bool) -> None:
     with rt.db.begin() as session:
         rows = [{"id": s.id, "name": s.name, "kind": s.kind, "enabled": s.enabled,
                  "webhook_url": f"{rt.settings.public_url}/webhooks/{s.name}"
-                 if s.kind != "rest" else ""}
+                 if s.kind != "rest" else "", "settings": s.settings,
+                 "catchup_at": s.catchup_at.isoformat() if s.catchup_at else None,
+                 "catchup_error": s.catchup_error}
                 for s in session.execute(select(Source).order_by(Source.name)).scalars()]
-    _out(rows, as_json, _table(rows, ["name", "kind", "enabled", "webhook_url"]))
+    _out(rows, as_json, _table(rows, ["name", "kind", "enabled", "webhook_url", "catchup_at",
+                                      "catchup_error"]))
 
 
 # --- connectors ------------------------------------------------------------------------
@@ -494,12 +571,30 @@ def events_reprocess(event_id: str, as_json: bool) -> None:
     from broker.services.intake import normalise_event
 
     rt = _rt()
-    result = _setup_call(normalise_event, rt.db, event_id, force=True)
+    result = _setup_call(normalise_event, rt.db, event_id, force=True, box=rt.box)
     rt.publisher.wake(result.wake)
+    if result.released:
+        rt.publisher.normalise(event_id)
     data = {"event_id": event_id, "status": result.status, "error": result.error,
             "orders": [o.order_id for o in result.outcomes]}
     _out(data, as_json, f"event {event_id}: {result.status}"
          + (f" ({result.error})" if result.error else ""))
+
+
+@events_group.command("list")
+@click.option("--status", type=click.Choice(["received", "normalised", "rejected", "ignored",
+                                             "parked"]), default=None)
+@click.option("--source", "source_name", default=None)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def events_list(status: str | None, source_name: str | None, limit: int, as_json: bool) -> None:
+    """The latest inbound events (e.g. --status rejected to find what needs a fix)."""
+    from broker.services.queries import list_events
+
+    with _rt().db.begin() as session:
+        rows = list_events(session, status=status, source=source_name, limit=limit)
+    _out(rows, as_json, _table(rows, ["id", "source", "topic", "status", "received_at", "error"]))
 
 
 @events_group.command("show")

@@ -145,6 +145,9 @@ class Publisher:
     def deliver(self, connector_id: str, queue: str) -> bool:
         return self._send("broker.deliver", [connector_id], queue)
 
+    def catch_up(self, source_name: str) -> bool:
+        return self._send("broker.catch_up", [source_name], BROKER_QUEUE)
+
     def wake(self, targets: list[tuple[str, str]]) -> None:
         for connector_id, queue in sorted(set(targets)):
             self.deliver(connector_id, queue)

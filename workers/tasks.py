@@ -8,7 +8,7 @@ import time
 from broker import metrics
 from broker.logging import order_context
 from broker.runtime import process_runtime
-from broker.services import delivery, intake, sweeper
+from broker.services import catchup, delivery, intake, sweeper
 from workers.celery import app, settings
 
 log = logging.getLogger(__name__)
@@ -20,16 +20,16 @@ def normalise(event_id: str | None = None) -> int:
     rt = process_runtime(settings)
     done, deadline = 0, time.monotonic() + max(1.0, settings.lease_seconds / 2)
     while True:
-        results = intake.normalise_pending(rt.db, limit=settings.claim_batch)
+        results = intake.normalise_pending(rt.db, limit=settings.claim_batch, box=rt.box)
         for result in results:
             order_id = result.outcomes[0].order_id if result.outcomes else None
             with order_context(order_id):
                 if result.error:
-                    log.warning("event rejected: %s", result.error)
+                    log.warning("event %s: %s", result.status, result.error)
                 metrics.EVENTS_NORMALISED.labels(source=result.source, outcome=result.status).inc()
         rt.publisher.wake(sorted({w for r in results for w in r.wake}))
         done += len(results)
-        if len(results) < settings.claim_batch:
+        if len(results) < settings.claim_batch and not any(r.released for r in results):
             return done
         if time.monotonic() > deadline:  # let other tasks run; the rest is one message away
             rt.publisher.normalise(event_id or "")
@@ -48,10 +48,22 @@ def deliver(connector_id: str) -> int:
 def sweep() -> dict[str, int]:
     rt = process_runtime(settings)
     found = sweeper.sweep(rt.db, grace_seconds=settings.sweep_interval)
-    if found.events:
-        rt.publisher.normalise(found.events[0])
+    if found.events or found.released:
+        rt.publisher.normalise(found.events[0] if found.events else "")
+    for source_name in catchup.claim_due(rt.db):
+        rt.publisher.catch_up(source_name)
     rt.publisher.wake(found.connectors)
     if found.events or found.connectors:
         log.info("sweep re-enqueued %d events and %d connectors", len(found.events),
                  len(found.connectors))
     return {"events": len(found.events), "connectors": len(found.connectors)}
+
+
+@app.task(name="broker.catch_up")
+def catch_up(source_name: str) -> dict[str, int]:
+    """Poll one source's channel API (claimed by the sweep so only one worker does)."""
+    rt = process_runtime(settings)
+    result = catchup.catch_up(rt.db, rt.box, source_name)
+    if result.first_event_id:
+        rt.publisher.normalise(result.first_event_id)
+    return {"polled": result.polled, "stored": result.stored}

@@ -25,7 +25,8 @@ blp = Blueprint("webhooks", __name__, description="Signed webhooks from front-of
 @blp.route("/webhooks/<source_name>", methods=["POST"])
 @blp.doc(summary="Receive a signed webhook", security=[], responses={
     "202": {"description": "stored; it will be normalised by a worker"},
-    "200": {"description": "a duplicate of an event already stored; nothing changed"},
+    "200": {"description": "a duplicate of an event already stored, or a channel's set-up "
+                           "ping; nothing changed"},
     "400": {"description": "not JSON"}, "401": {"description": "forged, stale or unsigned"},
     "404": {"description": "unknown source"}, "413": {"description": "body too large"},
     "415": {"description": "not JSON content"}})
@@ -46,6 +47,9 @@ def receive(source_name: str) -> ResponseReturnValue:
     except SignatureError as exc:
         metrics.ORDERS_RECEIVED.labels(source=source.name, outcome="unauthorized").inc()
         raise ApiError(401, "invalid_signature", f"webhook rejected: {exc}") from None
+    if envelope.ping:  # e.g. WooCommerce's unsigned creation ping: acknowledge, store nothing
+        metrics.ORDERS_RECEIVED.labels(source=source.name, outcome="ping").inc()
+        return jsonify({"status": "ping"}), 200
     read_json_body(parse=json.loads)  # syntax only; the worker parses with exact decimals
     kept = {name: headers[name] for name in source.channel.kept_headers if name in headers}
     new, event_id = store_event(rt.db, source.id, envelope.event_key, envelope.topic, kept, body)

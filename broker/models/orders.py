@@ -30,6 +30,7 @@ class EventStatus(enum.StrEnum):
     NORMALISED = "normalised"
     REJECTED = "rejected"
     IGNORED = "ignored"
+    PARKED = "parked"  # a thin update of an order whose create has not arrived yet
 
 
 class InboundEvent(Base):
@@ -39,6 +40,7 @@ class InboundEvent(Base):
     __table_args__ = (
         UniqueConstraint("source_id", "event_key", name="uq_inbound_events_source_key"),
         Index("ix_inbound_events_status_received", "status", "received_at"),
+        Index("ix_inbound_events_waiting", "source_id", "waiting_for"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -53,6 +55,12 @@ class InboundEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Not before this time: the channel API was unavailable while enriching.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The external id of the order a parked event waits for.
+    waiting_for: Mapped[str | None] = mapped_column(String(255))
+    # What enrichment fetched from the channel API (JSON), kept beside the raw body.
+    fetched: Mapped[bytes | None] = mapped_column(Blob)
 
 
 class Order(Base):

@@ -24,6 +24,12 @@ class Source(Base):
     max_body_bytes: Mapped[int | None] = mapped_column(Integer)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Channel API credentials (JSON object), encrypted like the signing secrets.
+    credentials_encrypted: Mapped[str | None] = mapped_column(Text)
+    # Catch-up: changes since `catchup_since` are polled next; the last run's time and error.
+    catchup_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    catchup_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    catchup_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Connector(Base):

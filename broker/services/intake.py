@@ -5,19 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import select
+from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from broker.channels.base import PayloadError, channel_for
+from broker.channels.api import ChannelUnavailable
+from broker.channels.base import Channel, Patch, PayloadError, channel_for
 from broker.db import Database, insert_ignore, utcnow
-from broker.models import EventStatus, IdempotencyKey, InboundEvent, Source
+from broker.models import EventStatus, IdempotencyKey, InboundEvent, Order, OrderVersion, Source
 from broker.schemas.order import flatten_errors, load_order
+from broker.services.crypto import SecretBox
 from broker.services.orders import VersionOutcome, apply_version
 from broker.services.routing import RouteTable
 
@@ -49,6 +52,7 @@ class NormaliseResult:
     error: str | None = None
     source: str = ""
     outcomes: list[VersionOutcome] = field(default_factory=list)
+    released: int = 0  # parked events this result's new orders returned to the queue
 
     @property
     def wake(self) -> list[tuple[str, str]]:
@@ -61,15 +65,58 @@ def _describe(exc: ValidationError) -> str:
 
 
 MAX_NORMALISE_ATTEMPTS = 5
+MAX_ENRICH_DELAY = 900.0  # a channel API outage is retried at least every 15 minutes
 
 
-def _normalise(session: Session, event: InboundEvent, source: Source,
-               routes: RouteTable | None = None) -> NormaliseResult:
-    """Map one locked event to order versions; a mapping problem rejects it with the reason."""
+def dump_json(payload: Any) -> bytes:
+    """JSON of a payload parsed with exact decimals (they are written as strings)."""
+    return json.dumps(payload, default=str, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _channel(source: Source, cache: dict[str, Channel] | None = None) -> Channel:
+    if cache is not None and source.id in cache:
+        return cache[source.id]
+    channel = channel_for(source.kind, source.settings)
+    if cache is not None:
+        cache[source.id] = channel
+    return channel
+
+
+def _patched(session: Session, source: Source, patch: Patch, received_at: datetime) -> dict | None:
+    """The latest applied version of the patched order with the changes, or None if unknown."""
+    data = session.execute(
+        select(OrderVersion.data).join(Order, Order.id == OrderVersion.order_id)
+        .where(Order.source_id == source.id, Order.external_id == patch.external_id,
+               OrderVersion.applied.is_(True))
+        .order_by(OrderVersion.version.desc()).limit(1)).scalar()
+    if data is None:
+        return None
+    return {**data, **patch.changes,
+            "updated_at": patch.updated_at or received_at.isoformat()}
+
+
+def _normalise(session: Session, event: InboundEvent, source: Source, channel: Channel,
+               payload: Any = None, routes: RouteTable | None = None) -> NormaliseResult:
+    """Map one locked event to order versions; a mapping problem rejects it with the reason.
+
+    A patch for an order the broker does not hold yet parks the event until the create arrives.
+    """
     event.attempts += 1
     event.processed_at = utcnow()
+    event.next_attempt_at = event.waiting_for = None
     try:
-        documents = channel_for(source.kind).to_orders(event.topic, parse_json(event.body))
+        if payload is None:
+            payload = parse_json(event.body)
+        documents: list[dict[str, Any]] = []
+        for item in channel.to_orders(event.topic, payload):
+            if isinstance(item, Patch):
+                patched = _patched(session, source, item, event.received_at)
+                if patched is None:
+                    event.status, event.waiting_for = EventStatus.PARKED, item.external_id
+                    event.error = f"waiting for order {item.external_id} to arrive from {source.name}"
+                    return NormaliseResult(event.status, None, source.name)
+                item = patched
+            documents.append(item)
         orders = [load_order(doc) for doc in documents]
     except ValidationError as exc:
         event.status, event.error = EventStatus.REJECTED, _describe(exc)
@@ -89,8 +136,82 @@ def _normalise(session: Session, event: InboundEvent, source: Source,
     return result
 
 
-def normalise_event(db: Database, event_id: str, *, force: bool = False) -> NormaliseResult:
-    """Normalise one event in its own transaction; `force` reprocesses a rejected one."""
+def release_parked(session: Session, created: Iterable[tuple[str, str]]) -> int:
+    """Return events parked for these new orders ((source id, external id)) to the queue."""
+    pairs = sorted(set(created))
+    if not pairs:
+        return 0
+    return session.execute(
+        update(InboundEvent)
+        .where(InboundEvent.status == EventStatus.PARKED,
+               tuple_(InboundEvent.source_id, InboundEvent.waiting_for).in_(pairs))
+        .values(status=EventStatus.RECEIVED, error=None)
+        .execution_options(synchronize_session=False)).rowcount
+
+
+def _created(session: Session, results: list[NormaliseResult]) -> list[tuple[str, str]]:
+    ids = [o.order_id for r in results for o in r.outcomes if o.created]
+    if not ids:
+        return []
+    return [tuple(row) for row in session.execute(
+        select(Order.source_id, Order.external_id).where(Order.id.in_(ids)))]
+
+
+@dataclass
+class Enriched:
+    payload: Any = None
+    fetched: bytes | None = None
+    error: str | None = None  # the channel API answered that this event cannot be mapped
+
+
+def _enrich(db: Database, box: SecretBox | None, event_id: str) -> Enriched | NormaliseResult | None:
+    """Outside any transaction: fetch what a thin payload lacks from the channel's API.
+
+    None when nothing is needed (or the event is gone); a NormaliseResult when the channel API
+    is unavailable and the event was deferred.
+    """
+    with db.begin() as session:
+        event = session.get(InboundEvent, event_id)
+        if event is None:
+            return None
+        source = session.get(Source, event.source_id)
+        session.expunge_all()
+    channel = _channel(source)
+    payload = _safe_parse(event.body)
+    if payload is None or not channel.needs_api(event.topic, payload):
+        return None
+    try:
+        credentials = box.decrypt(source.credentials_encrypted, {}) if box else {}
+        payload = channel.enrich(event.topic, payload, channel.api(credentials))
+    except PayloadError as exc:
+        return Enriched(error=str(exc))
+    except ChannelUnavailable as exc:
+        return _defer(db, event_id, source.name, str(exc), exc.retry_after)
+    return Enriched(payload, dump_json(payload))
+
+
+def _defer(db: Database, event_id: str, source_name: str, reason: str,
+           retry_after: float | None) -> NormaliseResult:
+    """Keep the event waiting; wait half its age so far (5 s to 15 min), or what the API asked."""
+    with db.begin() as session:
+        event = session.get(InboundEvent, event_id)
+        now = utcnow()
+        waited = (now - event.received_at).total_seconds()
+        delay = min(MAX_ENRICH_DELAY, max(5.0, waited / 2, retry_after or 0.0))
+        event.next_attempt_at = now + timedelta(seconds=delay)
+        event.error = f"channel API unavailable, next try in {delay:.0f} s: {reason}"
+        return NormaliseResult(EventStatus.RECEIVED, event.error, source_name)
+
+
+def normalise_event(db: Database, event_id: str, *, force: bool = False,
+                    box: SecretBox | None = None) -> NormaliseResult:
+    """Normalise one event in its own transaction; `force` reprocesses a rejected one.
+
+    A thin payload is enriched from the channel API first, outside the transaction.
+    """
+    enriched = _enrich(db, box, event_id)
+    if isinstance(enriched, NormaliseResult):
+        return enriched
     with db.begin() as session:
         event = session.execute(select(InboundEvent).where(InboundEvent.id == event_id)
                                 .with_for_update()).scalar_one_or_none()
@@ -99,45 +220,79 @@ def normalise_event(db: Database, event_id: str, *, force: bool = False) -> Norm
         source = session.get(Source, event.source_id)
         if event.status != EventStatus.RECEIVED and not force:
             return NormaliseResult(event.status, event.error, source.name)
-        return _normalise(session, event, source)
+        payload = None
+        if enriched is not None and enriched.error:
+            event.attempts += 1
+            event.status, event.error = EventStatus.REJECTED, enriched.error
+            return NormaliseResult(event.status, event.error, source.name)
+        if enriched is not None:
+            payload, event.fetched = enriched.payload, enriched.fetched
+        result = _normalise(session, event, source, _channel(source), payload)
+        result.released = release_parked(session, _created(session, [result]))
+        return result
 
 
-def normalise_pending(db: Database, *, limit: int) -> list[NormaliseResult]:
-    """Normalise up to `limit` waiting events in one transaction.
+def _safe_parse(body: bytes) -> Any:
+    try:
+        return parse_json(body)
+    except ValueError:
+        return None
+
+
+def normalise_pending(db: Database, *, limit: int, box: SecretBox | None = None
+                      ) -> list[NormaliseResult]:
+    """Normalise up to `limit` due events in one transaction.
 
     One commit and one wake-up per batch instead of per event; events another worker holds
-    are skipped (SKIP LOCKED). Should normalisation itself fail (not a payload: those are
-    rejected), the batch is rolled back and each event retried in a transaction of its own,
-    so one bad event never holds up the others; after MAX_NORMALISE_ATTEMPTS it is rejected.
+    are skipped (SKIP LOCKED). Thin events that need the channel's API are taken out of the
+    batch and enriched one by one outside it, so no transaction waits on a vendor. Should
+    normalisation itself fail (not a payload: those are rejected), the batch is rolled back
+    and each event retried in a transaction of its own, so one bad event never holds up the
+    others; after MAX_NORMALISE_ATTEMPTS it is rejected.
     """
     ids: list[str] = []
+    thin: list[str] = []
     try:
         with db.begin() as session:
+            now = utcnow()
             events = session.execute(
-                select(InboundEvent).where(InboundEvent.status == EventStatus.RECEIVED)
+                select(InboundEvent).where(InboundEvent.status == EventStatus.RECEIVED,
+                                           due_event(now))
                 .order_by(InboundEvent.received_at).limit(limit)
                 .with_for_update(skip_locked=True)).scalars().all()
             ids = [event.id for event in events]
             sources: dict[str, Source] = {}
+            channels: dict[str, Channel] = {}
             routes: RouteTable = {}
             results = []
             for event in events:
                 source = sources.get(event.source_id) or session.get(Source, event.source_id)
                 sources[event.source_id] = source
+                channel = _channel(source, channels)
+                payload = _safe_parse(event.body)
+                if payload is not None and channel.needs_api(event.topic, payload):
+                    thin.append(event.id)
+                    continue
                 with session.no_autoflush:  # one flush per event instead of one per query
-                    results.append(_normalise(session, event, source, routes))
+                    results.append(_normalise(session, event, source, channel, payload, routes))
                 session.flush()
-        return results
+            if results:
+                results[-1].released = release_parked(session, _created(session, results))
     except Exception:
         log.exception("a batch of %d events failed to normalise; retrying one by one", len(ids))
-    results = []
-    for event_id in ids:
+        thin, results = ids, []
+    for event_id in thin:
         try:
-            results.append(normalise_event(db, event_id))
+            results.append(normalise_event(db, event_id, box=box))
         except Exception:
             log.exception("normalising event %s failed; it stays waiting", event_id)
             _count_failure(db, event_id)
     return results
+
+
+def due_event(now: datetime) -> Any:
+    """Events whose enrichment is not deferred past `now`."""
+    return or_(InboundEvent.next_attempt_at.is_(None), InboundEvent.next_attempt_at <= now)
 
 
 def _count_failure(db: Database, event_id: str) -> None:

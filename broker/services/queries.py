@@ -95,4 +95,21 @@ def event_detail(session: Session, event_id: str) -> dict[str, Any] | None:
     return {"id": event.id, "source_id": event.source_id, "event_key": event.event_key,
             "topic": event.topic, "status": event.status, "error": event.error,
             "order_id": event.order_id, "attempts": event.attempts,
-            "received_at": _iso(event.received_at), "processed_at": _iso(event.processed_at)}
+            "received_at": _iso(event.received_at), "processed_at": _iso(event.processed_at),
+            "next_attempt_at": _iso(event.next_attempt_at), "waiting_for": event.waiting_for,
+            "headers": event.headers}
+
+
+def list_events(session: Session, *, status: str | None = None, source: str | None = None,
+                limit: int = 50) -> list[dict[str, Any]]:
+    """Newest first, so an operator sees what just went wrong."""
+    query = (select(InboundEvent, Source.name).join(Source, Source.id == InboundEvent.source_id)
+             .order_by(InboundEvent.received_at.desc()).limit(limit))
+    if status:
+        query = query.where(InboundEvent.status == status)
+    if source:
+        query = query.where(Source.name == source)
+    return [{"id": e.id, "source": name, "event_key": e.event_key, "topic": e.topic,
+             "status": e.status, "error": e.error, "order_id": e.order_id,
+             "waiting_for": e.waiting_for, "received_at": _iso(e.received_at)}
+            for e, name in session.execute(query)]

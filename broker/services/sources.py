@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
-from broker.channels.base import Channel, channel_for, channel_kinds
+from broker.channels.base import COMMON_SETTINGS, Channel, channel_for, channel_kinds
 from broker.db import Database
 from broker.logging import register_secret
 from broker.models import Source
@@ -33,24 +35,78 @@ def source_kinds() -> list[str]:
     return sorted([*channel_kinds(), REST_KIND])
 
 
+def _new_secret(kind: str) -> str:
+    try:
+        return channel_for(kind).new_secret()
+    except NotImplementedError:
+        raise SetupError(f"{kind} issues the signing secret itself: copy it from the channel's "
+                         "admin and pass it with --secret") from None
+
+
+def check_settings(kind: str, settings: Mapping[str, Any], credentials: Mapping[str, Any]) -> None:
+    """Only names the channel kind knows, so a typo never passes silently."""
+    if kind == REST_KIND and (settings or credentials):
+        raise SetupError("REST sources take no channel settings or credentials")
+    if kind == REST_KIND:
+        return
+    cls = channel_kinds()[kind]
+    for given, known, what in ((settings, {**COMMON_SETTINGS, **cls.settings_fields}, "setting"),
+                               (credentials, cls.credential_fields, "credential")):
+        for key in given:
+            if key not in known:
+                raise SetupError(f"{kind} sources have no {what} {key!r}; known: "
+                                 f"{', '.join(sorted(known)) or 'none'}")
+    for key in ("catchup_interval", "catchup_lookback"):
+        if key in settings:
+            try:
+                if float(settings[key]) < 0:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise SetupError(f"setting {key} must be a number of seconds >= 0") from None
+
+
 def create_source(db: Database, box: SecretBox, name: str, kind: str,
-                  secret: str | None = None, max_body_bytes: int | None = None) -> tuple[Source, str | None]:
+                  secret: str | None = None, max_body_bytes: int | None = None, *,
+                  settings: Mapping[str, Any] | None = None,
+                  credentials: Mapping[str, str] | None = None) -> tuple[Source, str | None]:
     """Create a source; returns it and its signing secret (shown to the admin once)."""
     check_name(name, "source")
     if kind not in source_kinds():
         raise SetupError(f"unknown source kind {kind!r}; choose one of {', '.join(source_kinds())}")
+    settings, credentials = dict(settings or {}), dict(credentials or {})
+    check_settings(kind, settings, credentials)
     secrets: list[str] = []
     if kind != REST_KIND:
-        channel = channel_for(kind)
-        secret = secret or channel.new_secret()
+        secret = secret or _new_secret(kind)
         secrets = [secret]
     with db.begin() as session:
         if session.execute(select(Source.id).where(Source.name == name)).first():
             raise SetupError(f"a source named {name!r} exists already")
-        source = Source(name=name, kind=kind, max_body_bytes=max_body_bytes, settings={},
-                        secrets_encrypted=box.encrypt(secrets) if secrets else None)
+        source = Source(name=name, kind=kind, max_body_bytes=max_body_bytes, settings=settings,
+                        secrets_encrypted=box.encrypt(secrets) if secrets else None,
+                        credentials_encrypted=box.encrypt(credentials) if credentials else None)
         session.add(source)
     return source, secret
+
+
+def configure_source(db: Database, box: SecretBox, name: str, *,
+                     settings: Mapping[str, Any] | None = None,
+                     credentials: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Merge settings and credentials into a source (an empty value removes one).
+
+    Returns the settings and the names (never the values) of the stored credentials.
+    """
+    with db.begin() as session:
+        source = session.execute(select(Source).where(Source.name == name)).scalar_one_or_none()
+        if source is None:
+            raise SetupError(f"no source named {name!r}")
+        check_settings(source.kind, settings or {}, credentials or {})
+        merged = {**source.settings, **(settings or {})}
+        source.settings = {k: v for k, v in merged.items() if v not in ("", None)}
+        stored = {**box.decrypt(source.credentials_encrypted, {}), **(credentials or {})}
+        stored = {k: v for k, v in stored.items() if v}
+        source.credentials_encrypted = box.encrypt(stored) if stored else None
+        return {"name": name, "settings": source.settings, "credentials": sorted(stored)}
 
 
 def rotate_secret(db: Database, box: SecretBox, name: str, secret: str | None = None,
@@ -62,7 +118,7 @@ def rotate_secret(db: Database, box: SecretBox, name: str, secret: str | None = 
             raise SetupError(f"no source named {name!r}")
         if source.kind == REST_KIND:
             raise SetupError("REST sources have no signing secret; their clients use OAuth")
-        secret = secret or channel_for(source.kind).new_secret()
+        secret = secret or _new_secret(source.kind)
         old = box.decrypt(source.secrets_encrypted, []) if keep_old else []
         source.secrets_encrypted = box.encrypt([secret, *old][:3])
     return secret
@@ -105,7 +161,8 @@ class SourceCache:
             for secret in secrets:
                 register_secret(secret)
             info = SourceInfo(row.id, row.name, row.kind,
-                              channel_for(row.kind) if row.kind in channel_kinds() else None,
+                              channel_for(row.kind, row.settings)
+                              if row.kind in channel_kinds() else None,
                               secrets, row.max_body_bytes, row.enabled)
         with self._lock:
             if len(self._items) > 10_000:

@@ -5,23 +5,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, exists, select, update
 
 from broker.db import Database
-from broker.models import Connector, Delivery, EventStatus, InboundEvent
+from broker.models import Connector, Delivery, EventStatus, InboundEvent, Order
 from broker.services.delivery import db_now, due
+from broker.services.intake import due_event
 
 
 @dataclass
 class SweepResult:
     connectors: list[tuple[str, str]]  # (connector id, queue) with due work
     events: list[str]                  # inbound events still waiting for normalisation
+    released: int = 0                  # parked events whose order has arrived meanwhile
 
 
 def sweep(db: Database, *, grace_seconds: float) -> SweepResult:
-    """Find due deliveries (incl. expired leases) and events stuck before normalisation."""
+    """Find due deliveries (incl. expired leases) and events stuck before normalisation.
+
+    Also returns parked events whose order arrived while they were being parked (the create's
+    own release could not see them yet).
+    """
     with db.begin() as session:
         now = db_now(session)
+        released = session.execute(
+            update(InboundEvent)
+            .where(InboundEvent.status == EventStatus.PARKED,
+                   exists().where(and_(Order.source_id == InboundEvent.source_id,
+                                       Order.external_id == InboundEvent.waiting_for)))
+            .values(status=EventStatus.RECEIVED, error=None)
+            .execution_options(synchronize_session=False)).rowcount
         connectors = session.execute(
             select(Connector).where(
                 Connector.enabled.is_(True),
@@ -29,8 +42,8 @@ def sweep(db: Database, *, grace_seconds: float) -> SweepResult:
         ).scalars().all()
         events = session.execute(
             select(InboundEvent.id).where(
-                InboundEvent.status == EventStatus.RECEIVED,
+                InboundEvent.status == EventStatus.RECEIVED, due_event(now),
                 InboundEvent.received_at < now - timedelta(seconds=grace_seconds))
             .order_by(InboundEvent.received_at).limit(1)
         ).scalars().all()
-    return SweepResult([(c.id, c.queue) for c in connectors], list(events))
+    return SweepResult([(c.id, c.queue) for c in connectors], list(events), released)
