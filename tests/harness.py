@@ -199,6 +199,18 @@ class Stack:
     def source(self, name: str = "shop") -> str:
         return self.cli("sources", "add", name, "--kind", "standard-webhooks", "--json")["secret"]
 
+    def channel_source(self, driver: Any, name: str, secret: str | None = None) -> str:
+        """A source of the driver's channel kind pointing at its fake; returns the secret."""
+        secret = secret or _vendor_secret(driver)
+        url = f"{self.base_url or 'http://localhost'}/webhooks/{name}"
+        args = ["sources", "add", name, "--kind", driver.kind, "--secret", secret, "--json"]
+        for key, value in driver.settings(url).items():
+            args += ["--setting", f"{key}={value}"]
+        for key, value in driver.credentials().items():
+            args += ["--credential", f"{key}={value}"]
+        self.cli(*args)
+        return secret
+
     def http_connector(self, name: str, url: str, **config: Any) -> None:
         self.cli("connectors", "add", name, "--kind", "http", "--config",
                  json.dumps({"url": url, "timeout": 5, **config}), "--json")
@@ -251,6 +263,12 @@ class Stack:
     def worker_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")
                          for p in sorted(self.tmp.glob("worker-*.log")))
+
+
+def _vendor_secret(driver: Any) -> str:
+    """A secret as the vendor would issue it (a driver may say how), else a random token."""
+    make = getattr(driver, "new_secret", None)
+    return make() if make else secrets.token_urlsafe(24)
 
 
 def order(external_id: str, **changes: Any) -> dict[str, Any]:

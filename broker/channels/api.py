@@ -113,6 +113,9 @@ class ChannelApi:
 
     @staticmethod
     def parse(response: requests.Response) -> Any:
+        """JSON with exact decimals; None for an empty answer (e.g. 204 No Content)."""
+        if response.status_code == 204 or not response.content:
+            return None
         try:
             return json.loads(response.content, parse_float=Decimal)
         except ValueError:

@@ -43,9 +43,11 @@ class FakeVendor:
         return response
 
     # --- faults ---------------------------------------------------------------------
-    def throttle(self, times: int = 1, retry_after: str = "1") -> None:
+    def throttle(self, times: int = 1, retry_after: str = "1",
+                 headers: Mapping[str, str] | None = None) -> None:
+        """429 for the next `times` requests, with Retry-After or the vendor's own headers."""
         with self._lock:
-            self._faults += [(429, {"Retry-After": retry_after})] * times
+            self._faults += [(429, dict(headers or {"Retry-After": retry_after}))] * times
 
     def fail(self, times: int = 1, status: int = 503) -> None:
         with self._lock:
