@@ -73,7 +73,8 @@ class FakeVendor:
     # --- lifecycle ------------------------------------------------------------------
     def start(self) -> FakeVendor:
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         return self
 
