@@ -82,8 +82,9 @@ def test_verification_matrix(channel: Any) -> None:
     new_secret = "rotated-" + secret
     stack.cli("sources", "rotate-secret", "shop", "--secret", new_secret, "--json")
     stack.runtime.sources.forget("shop")
-    for key in (new_secret, secret):
-        path, body, headers = driver.order_event("9001", updated_at="2026-11-20T10:00:00+00:00")
+    for minute, key in enumerate((new_secret, secret), start=1):
+        path, body, headers = driver.order_event("9001",
+                                                 updated_at=f"2026-11-20T10:0{minute}:00+00:00")
         assert send(stack, path, body, driver.sign(key, body, headers))[0] == 202, key[:8]
     assert stack.count(InboundEvent) == 3
 
