@@ -18,7 +18,7 @@ from broker.db import Database
 from broker.models import Source
 from broker.services.crypto import SecretBox
 from broker.services.setup import add_route, upsert_connector
-from broker.services.sources import SetupError, create_source
+from broker.services.sources import SetupError, configure_source, create_source
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -57,8 +57,13 @@ def apply_file(db: Database, box: SecretBox, path: Path) -> dict[str, list[str]]
             raise SetupError(f"sources.{i}: name and kind are required")
         with db.begin() as session:
             exists = session.execute(select(Source.id).where(Source.name == name)).first()
+        settings, credentials = item.get("settings") or {}, item.get("credentials") or {}
         if not exists:
-            create_source(db, box, name, kind, item.get("secret"))
+            create_source(db, box, name, kind, item.get("secret"), settings=settings,
+                          credentials=credentials)
+            report["sources"].append(name)
+        elif settings or credentials:
+            configure_source(db, box, name, settings=settings, credentials=credentials)
             report["sources"].append(name)
     for i, item in enumerate(document.get("connectors") or []):
         if not item.get("name") or not item.get("kind"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from harness import order
@@ -265,3 +266,17 @@ def test_events_reprocess_keeps_an_unmappable_event_rejected_with_its_field_path
 
 def test_events_reprocess_of_an_unknown_event_fails_cleanly(stack):
     assert_clean_failure(run(stack, "events", "reprocess", "nope"), "no inbound event nope")
+
+
+def test_the_example_configuration_applies_with_channel_settings_and_credentials(stack, monkeypatch):
+    example = Path(__file__).parents[2] / "config" / "broker.example.yaml"
+    for name in ("WEBSHOP_WEBHOOK_SECRET", "ERP_CLIENT_SECRET", "WMS_TOKEN", "SHOPIFY_CLIENT_SECRET"):
+        monkeypatch.setenv(name, f"{name.lower()}-value")
+    monkeypatch.setenv("SHOPIFY_ACCESS_TOKEN", "shpat_example_canary")
+    report = stack.cli("config", "apply", str(example), "--json")
+    assert report["sources"] == ["webshop", "shopify", "partner-portal"]
+    shopify = next(s for s in stack.cli("sources", "list", "--json") if s["name"] == "shopify")
+    assert shopify["settings"] == {"shop": "acme.myshopify.com", "catchup_interval": 900}
+    assert "shpat_example_canary" not in stored_text(stack)
+    configured = stack.cli("sources", "configure", "shopify", "--json")
+    assert configured["credentials"] == ["access_token"]
