@@ -52,6 +52,7 @@ class NormaliseResult:
     error: str | None = None
     source: str = ""
     outcomes: list[VersionOutcome] = field(default_factory=list)
+    created: list[tuple[str, str]] = field(default_factory=list)  # (source id, external id)
     released: int = 0  # parked events this result's new orders returned to the queue
 
     @property
@@ -129,8 +130,11 @@ def _normalise(session: Session, event: InboundEvent, source: Source, channel: C
         return NormaliseResult(event.status, source=source.name)
     result = NormaliseResult(EventStatus.NORMALISED, source=source.name)
     for order in orders:
-        result.outcomes.append(apply_version(session, source, order, event_id=event.id,
-                                             received_at=event.received_at, routes=routes))
+        outcome = apply_version(session, source, order, event_id=event.id,
+                                received_at=event.received_at, routes=routes)
+        result.outcomes.append(outcome)
+        if outcome.created:
+            result.created.append((source.id, order["external_id"]))
     event.status, event.error = EventStatus.NORMALISED, None
     event.order_id = result.outcomes[0].order_id
     return result
@@ -147,14 +151,6 @@ def release_parked(session: Session, created: Iterable[tuple[str, str]]) -> int:
                tuple_(InboundEvent.source_id, InboundEvent.waiting_for).in_(pairs))
         .values(status=EventStatus.RECEIVED, error=None)
         .execution_options(synchronize_session=False)).rowcount
-
-
-def _created(session: Session, results: list[NormaliseResult]) -> list[tuple[str, str]]:
-    ids = [o.order_id for r in results for o in r.outcomes if o.created]
-    if not ids:
-        return []
-    return [tuple(row) for row in session.execute(
-        select(Order.source_id, Order.external_id).where(Order.id.in_(ids)))]
 
 
 @dataclass
@@ -228,7 +224,7 @@ def normalise_event(db: Database, event_id: str, *, force: bool = False,
         if enriched is not None:
             payload, event.fetched = enriched.payload, enriched.fetched
         result = _normalise(session, event, source, _channel(source), payload)
-        result.released = release_parked(session, _created(session, [result]))
+        result.released = release_parked(session, result.created)
         return result
 
 
@@ -277,7 +273,8 @@ def normalise_pending(db: Database, *, limit: int, box: SecretBox | None = None
                     results.append(_normalise(session, event, source, channel, payload, routes))
                 session.flush()
             if results:
-                results[-1].released = release_parked(session, _created(session, results))
+                results[-1].released = release_parked(
+                    session, [pair for r in results for pair in r.created])
     except Exception:
         log.exception("a batch of %d events failed to normalise; retrying one by one", len(ids))
         thin, results = ids, []
