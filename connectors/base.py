@@ -9,6 +9,32 @@ from typing import Any, ClassVar
 from connectors.config import ConfigSchema
 from connectors.errors import PermanentError
 
+LINK_KINDS = ("customer", "product", "tax", "shipping", "payment")
+
+
+@dataclass(frozen=True)
+class Links:
+    """Identity links the broker keeps for this connector: front-office key → back-office id.
+
+    Only the keys this order needs are loaded: customer anchors (`customer:<channel>:<id>`,
+    `email:<address>`), SKUs, tax names, shipping methods, payment methods/gateways.
+    """
+
+    customer: Mapping[str, str] = field(default_factory=dict)
+    product: Mapping[str, str] = field(default_factory=dict)
+    tax: Mapping[str, str] = field(default_factory=dict)
+    shipping: Mapping[str, str] = field(default_factory=dict)
+    payment: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link a connector learned (e.g. the party it created), kept by the broker."""
+
+    kind: str   # one of LINK_KINDS
+    key: str
+    value: str
+
 
 @dataclass(frozen=True)
 class PushContext:
@@ -20,12 +46,16 @@ class PushContext:
     attempt: int
     reference: str | None = None  # the back-office reference of an earlier booking, if any
     document: Mapping[str, Any] | None = None  # the order as canonical JSON (dump_order form)
+    links: Links = field(default_factory=Links)
 
 
 @dataclass(frozen=True)
 class PushResult:
+    """`reference` is what the operator searches for (e.g. "SO0042 / INV/2026/0007")."""
+
     reference: str
     details: dict[str, Any] = field(default_factory=dict)
+    links: tuple[Link, ...] = ()
 
 
 class Connector:
@@ -33,7 +63,8 @@ class Connector:
 
     `order` is the canonical order as loaded by broker.schemas.order (Decimal money,
     aware datetimes). Raise TransientError to retry, PermanentError to dead-letter with a
-    message that tells the operator what to fix.
+    message that tells the operator what to fix, MissingMapping / IdentityReview (see
+    connectors.identity) to park the delivery until a person adds the mapping or link.
     """
 
     kind: ClassVar[str]

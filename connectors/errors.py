@@ -17,3 +17,29 @@ class TransientError(ConnectorError):
 
 class PermanentError(ConnectorError):
     """Retrying the same request cannot succeed; the delivery is dead-lettered."""
+
+
+class NeedsAttention(ConnectorError):
+    """The order waits for a person (a mapping, an identity decision), not for a retry.
+
+    The delivery is parked with `reason` and `key`; it resumes by itself when an admin adds
+    the mapping or link (`broker mappings add`), and is never dead-lettered meanwhile.
+    """
+
+    reason = "needs attention"
+
+    def __init__(self, message: str, *, kind: str, key: str) -> None:
+        super().__init__(message)
+        self.kind, self.key = kind, key
+
+
+class MissingMapping(NeedsAttention):
+    """A SKU, tax, shipping or payment method has no counterpart in the back office."""
+
+    reason = "missing mapping"
+
+
+class IdentityReview(NeedsAttention):
+    """A customer matches ambiguously (several candidates, or only by an unverified email)."""
+
+    reason = "identity review"

@@ -1,0 +1,283 @@
+"""The connector contract kit: one named test per promise every connector makes.
+
+Subclass `ConnectorContract` in a test module of your package, set `kind`, and provide four
+pytest fixtures against a real system or a faithful fake of it:
+
+    config                  a working config (secrets included), as an admin would enter it
+    bad_credentials_config  the same with wrong credentials
+    unreachable_config      the same pointing at a closed port / absent host
+    backoffice              a BackOffice: what the system holds, read back independently
+
+Declare what the back office cannot do (`supports_update`, `supports_cancel`) and whether it
+resolves products by SKU (`maps_products`); the matching cases then prove the connector says
+so with a PermanentError instead of doing something wrong. Every order the kit pushes has a
+fresh external id, so a module- or session-scoped back office may be shared between cases.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar, Protocol
+
+import pytest
+from marshmallow import ValidationError
+
+from connectors.base import Connector, PushContext, PushResult
+from connectors.config import secret_paths, split_secrets
+from connectors.errors import MissingMapping, PermanentError, TransientError
+from connectors.registry import connector_class, connector_kinds
+
+SKUS = ("CK-WIDGET", "CK-GADGET")
+
+
+class BackOffice(Protocol):
+    def prepare(self, order: Mapping[str, Any]) -> None:
+        """Make what the order needs exist in the back office (its products, by SKU)."""
+
+    def records(self, external_id: str) -> list[dict[str, Any]]:
+        """Every record of this order in the back office:
+        {"reference": str (contained in PushResult.reference), "total": decimal or string,
+        "status": "open" | "cancelled"}."""
+
+
+def _places(currency: str) -> int:
+    from broker.schemas.order import minor_units  # marshmallow only: no Flask, no Celery
+
+    return minor_units(currency)
+
+
+def contract_order(external_id: str | None = None, *, currency: str = "USD",
+                   quantity: int = 3, skus: tuple[str, ...] = SKUS,
+                   updated_at: datetime | None = None, status: str = "open") -> dict[str, Any]:
+    """A loaded canonical order with money that rounding would get wrong: 2 lines, a line
+    discount, an order discount, shipping and per-line tax, all in `currency`'s minor units."""
+    from broker.schemas.order import load_order
+
+    q = Decimal(1).scaleb(-_places(currency))
+
+    def amount(value: str) -> Decimal:
+        return (Decimal(value) * (Decimal(1000) if _places(currency) == 0 else 1)).quantize(q)
+
+    prices = [amount("19.99"), amount("0.07")]
+    quantities = [Decimal(quantity), Decimal(7)]
+    line_discount = amount("0.01")
+    taxes = [(p * n * Decimal("0.0725")).quantize(q) for p, n in zip(prices, quantities, strict=True)]
+    subtotal = sum((p * n for p, n in zip(prices, quantities, strict=True)), Decimal(0)) - line_discount
+    discount, shipping = amount("1.03"), amount("4.95")
+    tax = sum(taxes, Decimal(0))
+    now = updated_at or datetime.now(UTC).replace(microsecond=0)
+    token = external_id[-10:] if external_id else uuid.uuid4().hex[:10]
+    external_id = external_id or f"CK-{token}"
+    return load_order({
+        "external_id": external_id, "number": f"#{external_id}", "channel": "contract-kit",
+        "placed_at": (now - timedelta(minutes=5)).isoformat(), "updated_at": now.isoformat(),
+        "status": status, "currency": currency,
+        "customer": {"external_id": f"cust-{token}", "email": f"ana.{token}@example.com",
+                     "email_verified": True, "first_name": "Ana", "last_name": "Šilva"},
+        "billing_address": {"name": "Ana Šilva", "line1": "1 Main St", "city": "Springfield",
+                            "region": "IL", "postal_code": "62701", "country": "US"},
+        "shipping_address": {"name": "Ana Šilva", "line1": "1 Main St", "city": "Springfield",
+                             "region": "IL", "postal_code": "62701", "country": "US"},
+        "lines": [
+            {"external_id": f"{external_id}-1", "sku": skus[0], "name": "Contract Widget",
+             "quantity": str(quantities[0]), "unit_price": str(prices[0]),
+             "discount": str(line_discount),
+             "taxes": [{"name": "Sales Tax", "rate": "0.0725", "amount": str(taxes[0])}]},
+            {"external_id": f"{external_id}-2", "sku": skus[1], "name": "Contract Gadget",
+             "quantity": str(quantities[1]), "unit_price": str(prices[1]),
+             "taxes": [{"name": "Sales Tax", "rate": "0.0725", "amount": str(taxes[1])}]},
+        ],
+        "shipping": [{"method": "Standard", "amount": str(shipping)}],
+        "discounts": [{"code": "CONTRACT", "amount": str(discount)}],
+        "prices_include_tax": False,
+        "totals": {"subtotal": str(subtotal), "discount": str(discount),
+                   "shipping": str(shipping), "tax": str(tax),
+                   "total": str(subtotal - discount + shipping + tax)},
+        "payment": {"status": "paid", "method": "card", "amount": str(subtotal - discount + shipping + tax)},
+        "note": "contract kit",
+    })
+
+
+def push_context(order: Mapping[str, Any], *, action: str = "create", reference: str | None = None,
+                 attempt: int = 1, version: int = 1) -> PushContext:
+    from broker.schemas.order import dump_order
+
+    return PushContext(delivery_id=f"dlv-{order['external_id']}-{version}",
+                       idempotency_key=f"{order['external_id']}.v{version}.contract",
+                       action=action, attempt=attempt, reference=reference,
+                       document=dump_order(dict(order)))
+
+
+def _secret_values(schema: Any, config: Mapping[str, Any]) -> list[str]:
+    _, secrets = split_secrets(schema, json.loads(json.dumps(config, default=str)))
+    return [str(v) for v in secrets.values() if v]
+
+
+class ConnectorContract:
+    """Inherit, set `kind`, provide the fixtures; pytest collects the named cases below."""
+
+    kind: ClassVar[str]
+    supports_update: ClassVar[bool] = True
+    supports_cancel: ClassVar[bool] = True
+    maps_products: ClassVar[bool] = True
+    money_currency: ClassVar[str] = "USD"
+
+    # --- helpers --------------------------------------------------------------------------
+    def make(self, config: Mapping[str, Any]) -> Connector:
+        cls = connector_class(self.kind)
+        return cls(cls.Config().load(dict(config)), name=f"contract-{self.kind}")
+
+    def order(self, **kwargs: Any) -> dict[str, Any]:
+        kwargs.setdefault("currency", self.money_currency)
+        return contract_order(**kwargs)
+
+    def book(self, connector: Connector, backoffice: BackOffice, order: Mapping[str, Any],
+             **ctx: Any) -> PushResult:
+        backoffice.prepare(order)
+        return connector.push(order, push_context(order, **ctx))
+
+    @staticmethod
+    def one(backoffice: BackOffice, order: Mapping[str, Any]) -> dict[str, Any]:
+        records = backoffice.records(order["external_id"])
+        assert len(records) == 1, f"expected one record of {order['external_id']}, found {records}"
+        return records[0]
+
+    # --- the contract ---------------------------------------------------------------------
+    def test_entry_point_matches_kind(self) -> None:
+        cls = connector_kinds().get(self.kind)
+        assert cls is not None, f"no entry point '{self.kind}' in group broker.connectors"
+        assert issubclass(cls, Connector) and cls.kind == self.kind
+
+    def test_config_rejects_unknown_fields_with_path(self, config: dict[str, Any]) -> None:
+        schema = connector_class(self.kind).Config()
+        with pytest.raises(ValidationError) as caught:
+            schema.load({**config, "unknown_field": "x"})
+        assert "unknown_field" in caught.value.messages
+        nested = next((k for k, v in config.items() if isinstance(v, dict)), None)
+        if nested:
+            with pytest.raises(ValidationError) as caught:
+                schema.load({**config, nested: {**config[nested], "unknown_nested": 1}})
+            assert "unknown_nested" in json.dumps(caught.value.messages[nested])
+
+    def test_secrets_never_dumped(self, config: dict[str, Any]) -> None:
+        schema = connector_class(self.kind).Config()
+        assert secret_paths(schema), "a connector with credentials marks them with Secret fields"
+        loaded = schema.load(dict(config))
+        secrets = _secret_values(schema, loaded)
+        assert secrets, "the contract config should carry its credentials"
+        shown = json.dumps(schema.dump(loaded), default=str) + repr(self.make(config))
+        public, _ = split_secrets(schema, json.loads(json.dumps(loaded, default=str)))
+        shown += json.dumps(public, default=str)
+        for secret in secrets:
+            assert secret not in shown
+
+    def test_check_ok(self, config: dict[str, Any]) -> None:
+        connector = self.make(config)
+        try:
+            connector.check()
+        finally:
+            connector.close()
+
+    def test_bad_credentials_are_permanent_without_the_secret(
+            self, bad_credentials_config: dict[str, Any]) -> None:
+        connector = self.make(bad_credentials_config)
+        with pytest.raises(PermanentError) as caught:
+            connector.check()
+        schema = connector_class(self.kind).Config()
+        for secret in _secret_values(schema, schema.load(dict(bad_credentials_config))):
+            assert secret not in str(caught.value)
+        assert str(caught.value), "say what to fix"
+
+    def test_push_creates_one_record(self, config: dict[str, Any], backoffice: BackOffice) -> None:
+        order = self.order()
+        result = self.book(self.make(config), backoffice, order)
+        record = self.one(backoffice, order)
+        assert str(record["reference"]) in result.reference
+        assert record["status"] == "open"
+
+    def test_push_twice_makes_one_record(self, config: dict[str, Any], backoffice: BackOffice) -> None:
+        order = self.order()
+        first = self.book(self.make(config), backoffice, order)
+        second = self.book(self.make(config), backoffice, order)  # a retry after a lost answer
+        self.one(backoffice, order)
+        assert first.reference == second.reference
+
+    def test_lookup_finds_a_record_whose_acknowledgement_was_lost(
+            self, config: dict[str, Any], backoffice: BackOffice) -> None:
+        order = self.order()
+        assert self.make(config).lookup(order) is None
+        result = self.book(self.make(config), backoffice, order)
+        found = self.make(config).lookup(order)  # another worker, after the first one died
+        assert found is not None and str(self.one(backoffice, order)["reference"]) in found
+        assert found == result.reference
+
+    def test_new_version_updates_instead_of_duplicating(
+            self, config: dict[str, Any], backoffice: BackOffice) -> None:
+        first = self.order()
+        result = self.book(self.make(config), backoffice, first)
+        later = datetime.fromisoformat(str(first["updated_at"])) + timedelta(minutes=3)
+        second = self.order(external_id=first["external_id"], quantity=5, updated_at=later)
+        ctx = {"action": "update", "reference": result.reference, "version": 2}
+        if not self.supports_update:
+            with pytest.raises(PermanentError):
+                self.make(config).push(second, push_context(second, **ctx))
+            return
+        self.make(config).push(second, push_context(second, **ctx))
+        record = self.one(backoffice, second)
+        assert Decimal(str(record["total"])) == second["totals"]["total"]
+
+    def test_cancel_works_or_is_declared_unsupported(
+            self, config: dict[str, Any], backoffice: BackOffice) -> None:
+        order = self.order()
+        result = self.book(self.make(config), backoffice, order)
+        cancelled = {**order, "status": "cancelled"}
+        ctx = push_context(cancelled, action="cancel", reference=result.reference, version=2)
+        if not self.supports_cancel:
+            with pytest.raises(PermanentError) as caught:
+                self.make(config).cancel(cancelled, ctx)
+            assert "by hand" in str(caught.value) or "cancel" in str(caught.value)
+            assert self.one(backoffice, order)["status"] == "open"
+            return
+        self.make(config).cancel(cancelled, ctx)
+        assert self.one(backoffice, order)["status"] == "cancelled"
+
+    def test_unreachable_system_is_transient(self, unreachable_config: dict[str, Any]) -> None:
+        connector = self.make(unreachable_config)
+        with pytest.raises(TransientError):
+            connector.check()
+        order = self.order()
+        with pytest.raises(TransientError):
+            connector.push(order, push_context(order))
+
+    def test_money_is_exact_to_the_minor_unit(self, config: dict[str, Any],
+                                              backoffice: BackOffice) -> None:
+        order = self.order()
+        self.book(self.make(config), backoffice, order)
+        assert Decimal(str(self.one(backoffice, order)["total"])) == order["totals"]["total"]
+
+    def test_unknown_sku_parks_naming_it(self, config: dict[str, Any],
+                                         backoffice: BackOffice) -> None:
+        order = self.order(skus=(f"CK-NOPE-{uuid.uuid4().hex[:6]}", SKUS[1]))
+        connector = self.make(config)
+        if not self.maps_products:  # the back office takes lines as they come
+            connector.push(order, push_context(order))
+            self.one(backoffice, order)
+            return
+        with pytest.raises(MissingMapping) as caught:
+            connector.push(order, push_context(order))
+        assert order["lines"][0]["sku"] in str(caught.value)
+        assert backoffice.records(order["external_id"]) == []
+
+    def test_imports_neither_flask_nor_celery(self) -> None:
+        module = connector_class(self.kind).__module__
+        code = (f"import sys, {module}; bad = [m for m in ('flask', 'celery') if m in sys.modules];"
+                " print(','.join(bad))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60, check=True).stdout.strip()
+        assert out == "", f"{module} imports {out}"
