@@ -460,6 +460,71 @@ def routes_list(as_json: bool) -> None:
     _out(rows, as_json, _table(rows, ["source", "connector", "filters", "enabled"]))
 
 
+# --- identity links and mappings --------------------------------------------------------
+
+@broker_group.group("mappings")
+def mappings_group() -> None:
+    """Identity links and mappings per connector (customer, product, tax, shipping, payment)."""
+
+
+@mappings_group.command("add")
+@click.argument("connector")
+@click.argument("kind", type=click.Choice(["customer", "product", "tax", "shipping", "payment"]))
+@click.argument("key")
+@click.argument("value")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def mappings_add(connector: str, kind: str, key: str, value: str, as_json: bool) -> None:
+    """Map KEY (a SKU, a customer anchor, a tax/shipping/payment name) to the back office's
+    VALUE; deliveries parked for it resume at once."""
+    from broker.services.links import add_mapping
+
+    rt = _rt()
+    resumed, wake = _setup_call(add_mapping, rt.db, connector, kind, key, value)
+    rt.publisher.wake(wake)
+    _out({"connector": connector, "kind": kind, "key": key, "value": value, "resumed": resumed},
+         as_json, f"{kind} {key} → {value} in {connector}; {resumed} parked deliveries resumed")
+
+
+@mappings_group.command("remove")
+@click.argument("connector")
+@click.argument("kind")
+@click.argument("key")
+@with_appcontext
+def mappings_remove(connector: str, kind: str, key: str) -> None:
+    from broker.services.links import remove_mapping
+
+    if not _setup_call(remove_mapping, _rt().db, connector, kind, key):
+        _fail(f"no {kind} mapping {key!r} in {connector}")
+    click.echo(f"removed {kind} {key} from {connector}")
+
+
+@mappings_group.command("list")
+@click.option("--connector", default=None)
+@click.option("--kind", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def mappings_list(connector: str | None, kind: str | None, as_json: bool) -> None:
+    from broker.services.links import list_mappings
+
+    with _rt().db.begin() as session:
+        rows = list_mappings(session, connector=connector, kind=kind)
+    _out(rows, as_json, _table(rows, ["connector", "kind", "key", "value", "origin"]))
+
+
+@mappings_group.command("gaps")
+@click.option("--connector", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def mappings_gaps(connector: str | None, as_json: bool) -> None:
+    """Parked deliveries grouped by the mapping or identity decision they wait for."""
+    from broker.services.links import mapping_gaps
+
+    with _rt().db.begin() as session:
+        rows = mapping_gaps(session, connector=connector)
+    _out(rows, as_json, _table(rows, ["connector", "reason", "kind", "key", "deliveries", "message"]))
+
+
 # --- clients ---------------------------------------------------------------------------
 
 @broker_group.group("clients")

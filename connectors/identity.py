@@ -45,10 +45,12 @@ def resolve_customer(order: Mapping[str, Any], ctx: PushContext, *,
     matches, or a match on an unverified email, park the delivery for identity review.
     """
     keys = customer_keys(order, anchors)
+    customer = order.get("customer") or {}
     for key in keys:
+        if key.startswith("email:") and not customer.get("email_verified"):
+            continue  # an unverified email proves nothing, even if it once matched
         if key in ctx.links.customer:
             return ctx.links.customer[key]
-    customer = order.get("customer") or {}
     email = (customer.get("email") or "").strip().lower()
     if not (email and search_by_email and "email" in anchors):
         return None

@@ -17,6 +17,7 @@ fresh external id, so a module- or session-scoped back office may be shared betw
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -278,6 +279,7 @@ class ConnectorContract:
         module = connector_class(self.kind).__module__
         code = (f"import sys, {module}; bad = [m for m in ('flask', 'celery') if m in sys.modules];"
                 " print(','.join(bad))")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=60, check=True).stdout.strip()
+                             timeout=60, check=True, env=env).stdout.strip()
         assert out == "", f"{module} imports {out}"

@@ -2,11 +2,12 @@
 
 from broker.models.deliveries import Delivery, DeliveryAttempt, DeliveryStatus
 from broker.models.identity import Client, IdempotencyKey, Token
+from broker.models.links import IdentityLink
 from broker.models.orders import EventStatus, InboundEvent, Order, OrderVersion, TimelineEntry
 from broker.models.setup import Connector, Route, Source
 
 __all__ = [
     "Client", "Connector", "Delivery", "DeliveryAttempt", "DeliveryStatus", "EventStatus",
-    "IdempotencyKey", "InboundEvent", "Order", "OrderVersion", "Route", "Source",
+    "IdempotencyKey", "IdentityLink", "InboundEvent", "Order", "OrderVersion", "Route", "Source",
     "TimelineEntry", "Token",
 ]

@@ -26,6 +26,7 @@ class Delivery(Base):
         UniqueConstraint("order_version_id", "connector_id", name="uq_deliveries_version_connector"),
         Index("ix_deliveries_due", "connector_id", "status", "next_attempt_at"),
         Index("ix_deliveries_order", "order_id", "connector_id"),
+        Index("ix_deliveries_parked", "connector_id", "parked_kind", "parked_key"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -43,6 +44,11 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     booked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why a parked delivery waits ("missing mapping", "identity review") and for which
+    # link (kind, key): adding that link resumes it.
+    parked_reason: Mapped[str | None] = mapped_column(String(32))
+    parked_kind: Mapped[str | None] = mapped_column(String(16))
+    parked_key: Mapped[str | None] = mapped_column(String(255))
 
     # Never loaded; declared so the unit of work inserts versions before their deliveries.
     version = relationship("OrderVersion", lazy="raise", viewonly=False)

@@ -23,10 +23,10 @@ from broker.logging import order_context
 from broker.models import Connector, Delivery, DeliveryAttempt, DeliveryStatus, Order, OrderVersion
 from broker.runtime import Runtime
 from broker.schemas.order import reload_order
-from broker.services import timeline
+from broker.services import links, timeline
 from broker.services.retry import next_delay
-from connectors.base import PushContext, PushResult
-from connectors.errors import PermanentError, TransientError
+from connectors.base import Link, Links, PushContext, PushResult
+from connectors.errors import NeedsAttention, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 MAX_ERROR = 2000
@@ -116,12 +116,14 @@ def claim(session: Session, connector: Connector, *, limit: int, lease_seconds: 
 @dataclass
 class Outcome:
     claim: Claim
-    status: str                    # booked | retry | dead
+    status: str                    # booked | retry | dead | parked
     started: datetime
     duration_ms: int
     reference: str | None = None
     error: str | None = None
     retry_after: float | None = None
+    links: tuple[Link, ...] = ()   # learned by the connector while booking
+    parked: tuple[str, str, str] | None = None  # (reason, link kind, link key)
 
 
 def _push(connector: Any, order: dict[str, Any], ctx: PushContext) -> PushResult:
@@ -131,13 +133,13 @@ def _push(connector: Any, order: dict[str, Any], ctx: PushContext) -> PushResult
 
 
 def attempt(rt: Runtime, connector_row: Connector, claim: Claim, data: dict[str, Any],
-            reference: str | None) -> Outcome:
+            reference: str | None, known: Links | None = None) -> Outcome:
     """Call the connector once and classify what happened."""
     started, clock = utcnow(), time.perf_counter()
     ctx = PushContext(delivery_id=claim.delivery_id,
                       idempotency_key=f"{claim.version_id}.{connector_row.id}",
                       action=claim.action, attempt=claim.attempt, reference=reference,
-                      document=data)
+                      document=data, links=known or Links())
 
     def done(status: str, **kw: Any) -> Outcome:
         return Outcome(claim, status, started, int((time.perf_counter() - clock) * 1000), **kw)
@@ -145,7 +147,10 @@ def attempt(rt: Runtime, connector_row: Connector, claim: Claim, data: dict[str,
     try:
         connector = rt.connector(connector_row)
         result = _push(connector, reload_order(data), ctx)
-        return done("booked", reference=str(result.reference)[:255])
+        return done("booked", reference=str(result.reference)[:255], links=tuple(result.links))
+    except NeedsAttention as exc:
+        return done("parked", error=str(exc)[:MAX_ERROR],
+                    parked=(exc.reason, exc.kind, str(exc.key)[:255]))
     except TransientError as exc:
         return done("retry", error=str(exc)[:MAX_ERROR], retry_after=exc.retry_after)
     except PermanentError as exc:
@@ -176,6 +181,8 @@ def _settle(rt: Runtime, connector: Connector, outcome: Outcome, now: datetime,
     next_at = now
     if status == "booked":
         message = f"booked in {connector.name} as {outcome.reference} (attempt {claim.attempt})"
+    elif status == "parked":
+        message = f"parked ({outcome.parked[0]}): {outcome.error}"
     elif status == "dead":
         message = f"dead at attempt {claim.attempt}: {outcome.error}"
     else:
@@ -183,13 +190,15 @@ def _settle(rt: Runtime, connector: Connector, outcome: Outcome, now: datetime,
                            retry_after=outcome.retry_after)
         next_at = now + timedelta(seconds=delay)
         message = f"attempt {claim.attempt} failed, next in {delay:.0f}s: {outcome.error}"
+    parked = outcome.parked if status == "parked" else (None, None, None)
     row = {"b_id": claim.delivery_id, "b_token": claim.token,
-           "b_status": {"booked": DeliveryStatus.BOOKED, "dead": DeliveryStatus.DEAD}.get(
-               status, DeliveryStatus.PENDING),
+           "b_status": {"booked": DeliveryStatus.BOOKED, "dead": DeliveryStatus.DEAD,
+                        "parked": DeliveryStatus.PARKED}.get(status, DeliveryStatus.PENDING),
+           "b_parked_reason": parked[0], "b_parked_kind": parked[1], "b_parked_key": parked[2],
            "b_reference": outcome.reference if status == "booked" else None,
            "b_booked_at": now if status == "booked" else None, "b_next": next_at,
            "b_error": outcome.error, "b_action": claim.action, "b_now": now}
-    step = {"booked": "booked", "dead": "dead"}.get(status, "retry")
+    step = status if status in ("booked", "dead", "parked") else "retry"
     return row, Recorded(outcome, step, message)
 
 
@@ -200,6 +209,8 @@ _SETTLE = update(Delivery.__table__).where(
     booked_at=bindparam("b_booked_at"), next_attempt_at=bindparam("b_next"),
     last_error=bindparam("b_error"), action=bindparam("b_action"),
     lease_until=None, lease_token=None, updated_at=bindparam("b_now"),
+    parked_reason=bindparam("b_parked_reason"), parked_kind=bindparam("b_parked_kind"),
+    parked_key=bindparam("b_parked_key"),
 )
 
 
@@ -229,6 +240,8 @@ def record(session: Session, rt: Runtime, connector: Connector,
                         claim.delivery_id, extra={"order_id": claim.order_id})
             continue
         outcome = entry.outcome
+        if outcome.links:
+            links.learn(session, connector.id, outcome.links)
         session.add(DeliveryAttempt(delivery_id=claim.delivery_id, number=claim.attempt,
                                     outcome=entry.step,
                                     error=outcome.error, reference=outcome.reference,
@@ -272,6 +285,7 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
         with rt.db.begin() as session:
             versions = dict(session.execute(select(OrderVersion.id, OrderVersion.data).where(
                 OrderVersion.id.in_([c.version_id for c in claims]))).all())
+            known = links.load_links(session, connector, versions.values())
             references = dict(session.execute(
                 select(Delivery.order_id, func.max(Delivery.reference)).where(
                     Delivery.connector_id == connector_id,
@@ -283,7 +297,7 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
                                        references.get(c.order_id))
             with order_context(c.order_id):
                 outcomes.append(attempt(rt, connector, c, versions[c.version_id],
-                                        references.get(c.order_id)))
+                                        references.get(c.order_id), known))
         with rt.db.begin() as session:
             written = record(session, rt, connector, outcomes)
         for recorded in written:

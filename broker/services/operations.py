@@ -39,5 +39,6 @@ def replay_order(db: Database, order_id: str, actor: str = "cli") -> list[tuple[
                             f"delivery replayed by {actor} (was {d.status})", delivery_id=d.id)
             d.status, d.attempts, d.next_attempt_at, d.last_error = DeliveryStatus.PENDING, 0, now, None
             d.lease_until, d.lease_token, d.updated_at = None, None, now
+            d.parked_reason = d.parked_kind = d.parked_key = None
             wake.append((d.connector_id, session.get(Connector, d.connector_id).queue))
         return wake

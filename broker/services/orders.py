@@ -49,12 +49,12 @@ def route_version(session: Session, order: Order, version: OrderVersion,
         superseded = 0 if new_order else session.execute(
             update(Delivery)
             .where(Delivery.order_id == order.id, Delivery.connector_id == connector.id,
-                   Delivery.status == DeliveryStatus.PENDING)
+                   Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.PARKED)))
             .values(status=DeliveryStatus.SUPERSEDED, updated_at=utcnow())
         ).rowcount
         if superseded:
             timeline.record(session, order.id, "superseded",
-                            f"{superseded} pending delivery to {connector.name} replaced by "
+                            f"{superseded} waiting delivery to {connector.name} replaced by "
                             f"version {version.version}")
         reference = None if new_order else _booked_reference(session, order.id, connector.id)
         delivery = Delivery(id=new_id(), order_id=order.id, order_version_id=version.id,

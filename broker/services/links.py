@@ -1,0 +1,135 @@
+"""Identity links and mappings per connector: what a push needs, what it learned, what an
+admin maps — and resuming the deliveries parked for a mapping when it is added."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from broker.db import Database, insert_ignore, utcnow
+from broker.models import Connector, Delivery, DeliveryStatus, IdentityLink
+from broker.services import timeline
+from broker.services.sources import SetupError
+from connectors.base import LINK_KINDS, Link, Links
+from connectors.identity import ANCHORS, customer_keys
+
+
+def needed_keys(data: Mapping[str, Any], anchors: Iterable[str] = ANCHORS) -> set[str]:
+    """Every link key an order may need: customer anchors, SKUs, taxes, shipping, payment."""
+    keys = set(customer_keys(data, list(anchors)))
+    for line in data.get("lines") or []:
+        keys.add(line.get("sku") or line.get("name") or "")
+        keys.update(t.get("name") or "" for t in line.get("taxes") or [])
+    for ship in data.get("shipping") or []:
+        keys.add(ship.get("method") or "")
+        keys.update(t.get("name") or "" for t in ship.get("taxes") or [])
+    payment = data.get("payment") or {}
+    keys.update((payment.get("method") or "", payment.get("gateway") or ""))
+    keys.discard("")
+    return keys
+
+
+def load_links(session: Session, connector: Connector,
+               documents: Iterable[Mapping[str, Any]]) -> Links:
+    """The links these orders may need, in one query (never the whole table)."""
+    anchors = (connector.config or {}).get("customer_anchors") or ANCHORS
+    keys = set().union(*(needed_keys(d, anchors) for d in documents))
+    found: dict[str, dict[str, str]] = {kind: {} for kind in LINK_KINDS}
+    if keys:
+        rows = session.execute(select(IdentityLink.kind, IdentityLink.key, IdentityLink.value).where(
+            IdentityLink.connector_id == connector.id, IdentityLink.key.in_(sorted(keys))))
+        for kind, key, value in rows:
+            found.setdefault(kind, {})[key] = value
+    return Links(**{kind: found[kind] for kind in LINK_KINDS})
+
+
+def learn(session: Session, connector_id: str, links: Iterable[Link]) -> None:
+    """Keep what a connector learned; an existing link (e.g. an admin's) is never overwritten."""
+    now = utcnow()
+    for link in links:
+        if link.kind in LINK_KINDS and link.key and link.value:
+            insert_ignore(session, IdentityLink, {
+                "connector_id": connector_id, "kind": link.kind, "key": link.key[:255],
+                "value": str(link.value)[:255], "origin": "learned", "created_at": now,
+                "updated_at": now}, unique=("connector_id", "kind", "key"))
+
+
+def _connector(session: Session, name: str) -> Connector:
+    connector = session.execute(select(Connector).where(Connector.name == name)).scalar_one_or_none()
+    if connector is None:
+        raise SetupError(f"no connector named {name!r}")
+    return connector
+
+
+def add_mapping(db: Database, connector_name: str, kind: str, key: str, value: str,
+                actor: str = "cli") -> tuple[int, list[tuple[str, str]]]:
+    """Map a front-office key to a back-office id and resume the deliveries parked for it.
+
+    Returns (deliveries resumed, connectors to wake).
+    """
+    if kind not in LINK_KINDS:
+        raise SetupError(f"unknown mapping kind {kind!r}; choose one of {', '.join(LINK_KINDS)}")
+    if not key or not value:
+        raise SetupError("a mapping needs a key and a value")
+    now = utcnow()
+    with db.begin() as session:
+        connector = _connector(session, connector_name)
+        inserted, link_id = insert_ignore(session, IdentityLink, {
+            "connector_id": connector.id, "kind": kind, "key": key, "value": value,
+            "origin": "admin", "created_at": now, "updated_at": now},
+            unique=("connector_id", "kind", "key"))
+        if not inserted:
+            link = session.get(IdentityLink, link_id)
+            link.value, link.origin, link.updated_at = value, "admin", now
+        parked = session.execute(select(Delivery.id, Delivery.order_id).where(
+            Delivery.connector_id == connector.id, Delivery.status == DeliveryStatus.PARKED,
+            Delivery.parked_kind == kind, Delivery.parked_key == key)).all()
+        for delivery_id, order_id in parked:
+            timeline.record(session, order_id, "resumed",
+                            f"{kind} {key} mapped to {value} in {connector.name} by {actor}",
+                            delivery_id=delivery_id)
+        if parked:
+            session.execute(update(Delivery).where(Delivery.id.in_([d for d, _ in parked])).values(
+                status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now, parked_reason=None,
+                parked_kind=None, parked_key=None, last_error=None, updated_at=now))
+        return len(parked), [(connector.id, connector.queue)] if parked else []
+
+
+def remove_mapping(db: Database, connector_name: str, kind: str, key: str) -> bool:
+    with db.begin() as session:
+        connector = _connector(session, connector_name)
+        link = session.execute(select(IdentityLink).where(
+            IdentityLink.connector_id == connector.id, IdentityLink.kind == kind,
+            IdentityLink.key == key)).scalar_one_or_none()
+        if link is not None:
+            session.delete(link)
+        return link is not None
+
+
+def list_mappings(session: Session, *, connector: str | None = None, kind: str | None = None,
+                  limit: int = 200) -> list[dict[str, Any]]:
+    query = (select(IdentityLink, Connector.name).join(Connector, Connector.id == IdentityLink.connector_id)
+             .order_by(Connector.name, IdentityLink.kind, IdentityLink.key).limit(limit))
+    if connector:
+        query = query.where(Connector.name == connector)
+    if kind:
+        query = query.where(IdentityLink.kind == kind)
+    return [{"connector": name, "kind": link.kind, "key": link.key, "value": link.value,
+             "origin": link.origin} for link, name in session.execute(query)]
+
+
+def mapping_gaps(session: Session, *, connector: str | None = None) -> list[dict[str, Any]]:
+    """Parked deliveries grouped by what they wait for, biggest first."""
+    query = (select(Connector.name, Delivery.parked_reason, Delivery.parked_kind, Delivery.parked_key,
+                    func.count(), func.min(Delivery.last_error))
+             .join(Connector, Connector.id == Delivery.connector_id)
+             .where(Delivery.status == DeliveryStatus.PARKED)
+             .group_by(Connector.name, Delivery.parked_reason, Delivery.parked_kind, Delivery.parked_key)
+             .order_by(func.count().desc()))
+    if connector:
+        query = query.where(Connector.name == connector)
+    return [{"connector": c, "reason": r, "kind": k, "key": key, "deliveries": n, "message": m}
+            for c, r, k, key, n, m in session.execute(query)]
