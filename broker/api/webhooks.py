@@ -17,6 +17,7 @@ from broker import metrics
 from broker.api.common import read_json_body, runtime
 from broker.channels.base import SignatureError
 from broker.errors import ApiError
+from broker.models import EventStatus
 from broker.services.intake import store_event
 
 blp = Blueprint("webhooks", __name__, description="Signed webhooks from front-office channels")
@@ -25,8 +26,8 @@ blp = Blueprint("webhooks", __name__, description="Signed webhooks from front-of
 @blp.route("/webhooks/<source_name>", methods=["POST"])
 @blp.doc(summary="Receive a signed webhook", security=[], responses={
     "202": {"description": "stored; it will be normalised by a worker"},
-    "200": {"description": "a duplicate of an event already stored, or a channel's set-up "
-                           "ping; nothing changed"},
+    "200": {"description": "a duplicate of an event already stored, a topic the channel does "
+                           "not map (recorded as ignored), or a channel's set-up ping"},
     "400": {"description": "not JSON"}, "401": {"description": "forged, stale or unsigned"},
     "404": {"description": "unknown source"}, "413": {"description": "body too large"},
     "415": {"description": "not JSON content"}})
@@ -52,11 +53,14 @@ def receive(source_name: str) -> ResponseReturnValue:
         return jsonify({"status": "ping"}), 200
     read_json_body(parse=json.loads)  # syntax only; the worker parses with exact decimals
     kept = {name: headers[name] for name in source.channel.kept_headers if name in headers}
-    new, event_id = store_event(rt.db, source.id, envelope.event_key, envelope.topic, kept, body)
-    metrics.ORDERS_RECEIVED.labels(source=source.name,
-                                   outcome="accepted" if new else "duplicate").inc()
-    if new:
+    topics = source.channel.topics
+    ignored = topics is not None and envelope.topic not in topics
+    new, event_id = store_event(rt.db, source.id, envelope.event_key, envelope.topic, kept, body,
+                                status=EventStatus.IGNORED if ignored else EventStatus.RECEIVED)
+    outcome = "duplicate" if not new else "ignored" if ignored else "accepted"
+    metrics.ORDERS_RECEIVED.labels(source=source.name, outcome=outcome).inc()
+    if outcome == "accepted":
         rt.publisher.normalise_soon(event_id)
-    response = jsonify({"status": "accepted" if new else "duplicate", "event_id": event_id})
-    response.status_code = 202 if new else 200
+    response = jsonify({"status": outcome, "event_id": event_id})
+    response.status_code = 202 if outcome == "accepted" else 200
     return response

@@ -91,6 +91,9 @@ class Channel:
     kept_headers: ClassVar[tuple[str, ...]] = ("content-type",)
     settings_fields: ClassVar[dict[str, str]] = {}
     credential_fields: ClassVar[dict[str, str]] = {}
+    # The topics this channel maps; others are stored as ignored and answered 200 at once.
+    # None: every topic goes to the worker.
+    topics: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         self.settings: dict[str, Any] = dict(settings or {})

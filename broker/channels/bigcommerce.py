@@ -122,6 +122,7 @@ def pages(api: ChannelApi, path: str, page_size: int = 250, **params: Any) -> It
 
 class BigCommerceChannel(Channel):
     kind = "bigcommerce"
+    topics = frozenset(ORDER_TOPICS | {ARCHIVED})
     kept_headers = ("content-type", "webhook-id", "webhook-timestamp")
     settings_fields = {
         "store_hash": "The store hash from the API path (https://api.bigcommerce.com/stores/{hash}).",

@@ -86,6 +86,7 @@ def _header(headers: Mapping[str, str], name: str) -> str:
 
 class ShopifyChannel(Channel):
     kind = "shopify"
+    topics = frozenset(ORDER_TOPICS | THIN_TOPICS | {DELETE_TOPIC})
     kept_headers = ("content-type",
                     *(f"{prefix}{name}" for prefix in ("x-shopify-", "shopify-")
                       for name in HEADER_NAMES if name != "hmac-sha256"))

@@ -113,6 +113,7 @@ class SquareChannel(Channel):
     """Square sources: verify with the notification URL, enrich thin events, poll SearchOrders."""
 
     kind = "square"
+    topics = frozenset(ORDER_TOPICS) | frozenset(PAYMENT_TOPICS)
     kept_headers = ("content-type", "square-environment", "square-initial-delivery-timestamp",
                     "square-retry-number", "square-retry-reason")
     settings_fields: ClassVar[dict[str, str]] = {

@@ -282,6 +282,7 @@ class StripeChannel(Channel):
     """
 
     kind = "stripe"
+    topics = frozenset(TOPICS)
     kept_headers = ("content-type",)
     settings_fields = {
         "api_url": f"Stripe API base URL (default {API_URL})",

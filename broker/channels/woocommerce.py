@@ -84,6 +84,7 @@ class WooCommerceChannel(Channel):
     """A WooCommerce store: order.* webhooks (API version 3) and the REST API v3."""
 
     kind = "woocommerce"
+    topics = frozenset(FULL_TOPICS | {DELETED_TOPIC})
     kept_headers = ("content-type", "x-wc-webhook-source", "x-wc-webhook-topic",
                     "x-wc-webhook-resource", "x-wc-webhook-event", "x-wc-webhook-id",
                     "x-wc-webhook-delivery-id")

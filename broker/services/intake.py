@@ -33,7 +33,8 @@ def parse_json(body: bytes) -> Any:
 
 
 def store_event(db: Database, source_id: str, event_key: str, topic: str | None,
-                headers: Mapping[str, str], body: bytes) -> tuple[bool, str]:
+                headers: Mapping[str, str], body: bytes,
+                status: str = EventStatus.RECEIVED) -> tuple[bool, str]:
     """Commit the raw event (deduplicated on the vendor's id) and return (new, event id).
 
     Core, not the ORM: this is the gateway's hot path.
@@ -41,7 +42,7 @@ def store_event(db: Database, source_id: str, event_key: str, topic: str | None,
     with db.engine.begin() as conn:
         return insert_ignore(conn, InboundEvent, {
             "source_id": source_id, "event_key": event_key, "topic": topic,
-            "headers": dict(headers), "body": body, "status": EventStatus.RECEIVED,
+            "headers": dict(headers), "body": body, "status": status,
             "attempts": 0, "received_at": utcnow(),
         }, unique=("source_id", "event_key"))
 
