@@ -130,9 +130,18 @@ class ConnectorContract:
     money_currency: ClassVar[str] = "USD"
 
     # --- helpers --------------------------------------------------------------------------
+    @pytest.fixture(autouse=True)
+    def _close_connectors(self) -> Any:
+        self._made: list[Connector] = []
+        yield
+        for connector in self._made:
+            connector.close()
+
     def make(self, config: Mapping[str, Any]) -> Connector:
         cls = connector_class(self.kind)
-        return cls(cls.Config().load(dict(config)), name=f"contract-{self.kind}")
+        connector = cls(cls.Config().load(dict(config)), name=f"contract-{self.kind}")
+        self._made.append(connector)
+        return connector
 
     def order(self, **kwargs: Any) -> dict[str, Any]:
         kwargs.setdefault("currency", self.money_currency)
