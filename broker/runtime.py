@@ -58,7 +58,8 @@ class Runtime:
                 return cached[1]
             secrets = self.box.decrypt(row.secrets_encrypted, {})
             for value in secrets.values():
-                register_secret(str(value))
+                if value:
+                    register_secret(str(value))
             config = merge_secrets(row.config or {}, secrets)
             cls = connector_class(row.kind)
             instance = cls(cls.Config().load(config), name=row.name)
