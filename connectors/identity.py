@@ -97,9 +97,10 @@ def resolve_products(lines: Iterable[Mapping[str, Any]], ctx: PushContext, *, co
         value = ctx.links.product.get(sku) or find(sku)
         if value is None:
             raise MissingMapping(
-                f"missing mapping: SKU {sku} has no product in {connector}; create it there or map "
-                f"it with `broker mappings add {connector} product {sku} PRODUCT_ID` and the order "
-                "resumes by itself", kind="product", key=sku)
+                f"missing mapping: SKU {sku} has no product in {connector}; map it with `broker "
+                f"mappings add {connector} product {sku} PRODUCT_ID` (the order resumes at once) or "
+                "create the product there (parked orders are tried again every 15 minutes)",
+                kind="product", key=sku)
         resolved[sku] = str(value)
     return resolved
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from broker import metrics
@@ -286,11 +286,11 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
             versions = dict(session.execute(select(OrderVersion.id, OrderVersion.data).where(
                 OrderVersion.id.in_([c.version_id for c in claims]))).all())
             known = links.load_links(session, connector, versions.values())
-            references = dict(session.execute(
-                select(Delivery.order_id, func.max(Delivery.reference)).where(
+            references = dict(session.execute(  # the latest booking's reference wins
+                select(Delivery.order_id, Delivery.reference).where(
                     Delivery.connector_id == connector_id,
                     Delivery.order_id.in_([c.order_id for c in claims]),
-                    Delivery.status == DeliveryStatus.BOOKED).group_by(Delivery.order_id)).all())
+                    Delivery.status == DeliveryStatus.BOOKED).order_by(Delivery.booked_at)).all())
         outcomes = []
         for c in claims:
             c.action = delivery_action(versions[c.version_id].get("status", "open"),

@@ -8,9 +8,12 @@ from datetime import timedelta
 from sqlalchemy import and_, exists, select, update
 
 from broker.db import Database
-from broker.models import Connector, Delivery, EventStatus, InboundEvent, Order
+from broker.models import Connector, Delivery, DeliveryStatus, EventStatus, InboundEvent, Order
 from broker.services.delivery import db_now, due
 from broker.services.intake import due_event
+from connectors.errors import MissingMapping
+
+RECHECK_PARKED_SECONDS = 900  # a missing product may be created in the back office meanwhile
 
 
 @dataclass
@@ -18,6 +21,7 @@ class SweepResult:
     connectors: list[tuple[str, str]]  # (connector id, queue) with due work
     events: list[str]                  # inbound events still waiting for normalisation
     released: int = 0                  # parked events whose order has arrived meanwhile
+    rechecked: int = 0                 # deliveries parked on a missing mapping, tried again
 
 
 def sweep(db: Database, *, grace_seconds: float) -> SweepResult:
@@ -28,6 +32,13 @@ def sweep(db: Database, *, grace_seconds: float) -> SweepResult:
     """
     with db.begin() as session:
         now = db_now(session)
+        rechecked = session.execute(  # the product may have been created in the back office
+            update(Delivery)
+            .where(Delivery.status == DeliveryStatus.PARKED,
+                   Delivery.parked_reason == MissingMapping.reason,
+                   Delivery.updated_at < now - timedelta(seconds=RECHECK_PARKED_SECONDS))
+            .values(status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)).rowcount
         released = session.execute(
             update(InboundEvent)
             .where(InboundEvent.status == EventStatus.PARKED,
@@ -46,4 +57,4 @@ def sweep(db: Database, *, grace_seconds: float) -> SweepResult:
                 InboundEvent.received_at < now - timedelta(seconds=grace_seconds))
             .order_by(InboundEvent.received_at).limit(1)
         ).scalars().all()
-    return SweepResult([(c.id, c.queue) for c in connectors], list(events), released)
+    return SweepResult([(c.id, c.queue) for c in connectors], list(events), released, rechecked)

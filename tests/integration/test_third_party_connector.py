@@ -9,12 +9,15 @@ import json
 import shutil
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from harness import Stack, order, wait_until
 
+from broker.db import utcnow
 from broker.models import Delivery, DeliveryStatus
 from connectors.registry import connector_kinds
 from connectors.testing import SKUS, ConnectorContract
@@ -147,3 +150,28 @@ def test_missing_mappings_park_and_resume_and_customers_become_links(plugin, sta
     wait_until(lambda: booked(stack) == 3, message="C-1 booked after review")
     assert json.loads((root / "orders" / "C-1.json").read_text())["customer"] == "C00042"
     assert stack.cli("mappings", "gaps", "--json") == []
+
+
+def test_a_product_created_in_the_back_office_unparks_the_order_at_the_next_recheck(
+        plugin, stack: Stack, tmp_path):
+    from sqlalchemy import update
+
+    from broker.services.sweeper import RECHECK_PARKED_SECONDS
+
+    root = back_office(tmp_path / "bo", {})
+    stack.env["PYTHONPATH"] = str(plugin)
+    secret = stack.source("shop")
+    stack.cli("connectors", "add", "files", "--kind", "jsonl", "--config",
+              json.dumps({"path": str(root), "token": TOKEN}), "--json")
+    stack.route("shop", "files")
+    stack.start_worker()
+    assert stack.webhook("shop", secret, order("R-1"))[0] == 202
+    wait_until(lambda: parked(stack) == 1, message="parked on SKU-001")
+    (root / "catalog.json").write_text(json.dumps({"SKU-001": "P-1"}))  # created there
+    time.sleep(2)
+    assert parked(stack) == 1  # not before the recheck interval
+    with stack.runtime.db.begin() as session:  # let the recheck interval pass
+        session.execute(update(Delivery).values(
+            updated_at=utcnow() - timedelta(seconds=RECHECK_PARKED_SECONDS + 1)))
+    wait_until(lambda: booked(stack) == 1, message="booked by the recheck")
+    assert json.loads((root / "orders" / "R-1.json").read_text())["lines"][0]["product"] == "P-1"

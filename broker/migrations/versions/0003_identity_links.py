@@ -1,4 +1,4 @@
-"""identity links and parked-delivery reasons
+"""identity links, parked-delivery reasons, an index for the sweeper's status scans
 
 Revision ID: 0003
 Revises: 0002
@@ -38,10 +38,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("parked_key", sa.String(length=255), nullable=True))
         batch_op.create_index("ix_deliveries_parked", ["connector_id", "parked_kind", "parked_key"],
                               unique=False)
+        batch_op.create_index("ix_deliveries_status_updated", ["status", "updated_at"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_status_updated")
         batch_op.drop_index("ix_deliveries_parked")
         for column in ("parked_key", "parked_kind", "parked_reason"):
             batch_op.drop_column(column)

@@ -1,0 +1,962 @@
+"""The `tryton` connector: book orders as Tryton sales over trytond's JSON-RPC.
+
+Vendor documentation this follows:
+- JSON-RPC, login and the `Session` authorization header:
+  https://docs.tryton.org/8.0/server/topics/rpc.html (trytond 8 serves it at POST /<db>/rpc/,
+  older servers at POST /<db>/; a 405 on the former switches to the latter).
+- The sale workflow (draft → quotation → confirmed → processing → done, cancel from draft or
+  quotation only, "Handle Invoice/Shipment Exception"):
+  https://docs.tryton.org/latest/modules-sale/usage/index.html
+- Paying an invoice (the `account.invoice.pay` wizard) and posting it:
+  https://docs.tryton.org/latest/modules-account-invoice/usage/index.html
+- Tax computation and `tax_rounding` (per line or per document):
+  https://docs.tryton.org/latest/modules-account/design/configuration.html
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import urllib3
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from connectors.base import Connector, Link, PushContext, PushResult
+from connectors.config import ConfigSchema, Secret
+from connectors.errors import MissingMapping, PermanentError, TransientError
+from connectors.identity import (
+    anchors_field,
+    customer_keys,
+    customer_links,
+    mapped,
+    resolve_customer,
+    resolve_products,
+)
+
+USER_AGENT = "fobo-broker/0.1"
+OPEN_STATES = ("draft", "quotation", "confirmed")  # a sale Tryton still lets us change
+WORKFLOWS = ("quotation", "confirmed", "processed")
+log = logging.getLogger(__name__)
+
+
+class TaxMapping(ConfigSchema):
+    """A channel tax name and what books it: Tryton tax ids ("12" or "12,13"), or a product."""
+
+    name = fields.String(required=True, validate=validate.Length(min=1))
+    value = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class TrytonConfig(ConfigSchema):
+    """Where the Tryton server is, who the broker is there, and how sales are booked.
+
+    Products (`*_product`, and link values) are a product id or code. `workflow` is how far a
+    sale goes: "quotation" (a person confirms it), "confirmed", or "processed" (invoice
+    created). `taxes` maps channel tax names like links do, for when no `tax` link exists:
+    to Tryton tax ids ("12" or "12,13") under tax_mode "tryton", to a product under "amounts".
+    `accept_warnings` answers Tryton's "are you sure?" warnings with yes, as a person would.
+    """
+
+    url = fields.String(required=True, validate=validate.URL(schemes={"http", "https"},
+                                                             require_tld=False))
+    database = fields.String(required=True, validate=validate.Length(min=1))
+    login = fields.String(required=True, validate=validate.Length(min=1))
+    password = Secret(required=True, validate=validate.Length(min=1))
+    timeout = fields.Float(load_default=60.0, validate=validate.Range(min=0, min_inclusive=False))
+    connect_timeout = fields.Float(load_default=5.0,
+                                   validate=validate.Range(min=0, min_inclusive=False))
+    verify_tls = fields.Boolean(load_default=True)
+    reference_prefix = fields.String(load_default="", validate=validate.Length(max=40))
+    workflow = fields.String(load_default="processed", validate=validate.OneOf(WORKFLOWS))
+    invoice_method = fields.String(load_default="order",
+                                   validate=validate.OneOf(["order", "manual", "fulfillment"]))
+    post_invoices = fields.Boolean(load_default=True)
+    payment_method = fields.Integer(load_default=None, allow_none=True)
+    accept_warnings = fields.Boolean(load_default=False)
+    tax_mode = fields.String(load_default="tryton", validate=validate.OneOf(["tryton", "amounts"]))
+    taxes = fields.List(fields.Nested(TaxMapping), load_default=list)
+    tax_product = fields.String(load_default=None, allow_none=True)
+    shipping_product = fields.String(load_default=None, allow_none=True)
+    discount_product = fields.String(load_default=None, allow_none=True)
+    adjustment_product = fields.String(load_default=None, allow_none=True)
+    customer_anchors = anchors_field()
+
+    @validates_schema
+    def _consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("tax_mode") == "amounts" and not data.get("tax_product"):
+            raise ValidationError({"tax_product": ["required when tax_mode is 'amounts'"]})
+        if "@" in (urlsplit(data.get("url", "")).netloc or ""):
+            raise ValidationError({"url": ["put credentials in login/password, not in the URL"]})
+
+
+class _TrytonError(Exception):
+    """An error Tryton answered inside a JSON-RPC response (not an HTTP failure)."""
+
+    def __init__(self, kind: str, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.key = kind, message, key
+
+
+def _encode(value: Any) -> Any:
+    """trytond's JSON-RPC types (trytond/protocols/jsonrpc.py): Decimal and dates as objects."""
+    if isinstance(value, Decimal):
+        return {"__class__": "Decimal", "decimal": str(value)}
+    if isinstance(value, dt.datetime):
+        return {"__class__": "datetime", "year": value.year, "month": value.month,
+                "day": value.day, "hour": value.hour, "minute": value.minute,
+                "second": value.second, "microsecond": value.microsecond}
+    if isinstance(value, dt.date):
+        return {"__class__": "date", "year": value.year, "month": value.month, "day": value.day}
+    raise TypeError(f"cannot send {type(value).__name__} to Tryton")
+
+
+def _decode(obj: dict[str, Any]) -> Any:
+    kind = obj.get("__class__")
+    if kind == "Decimal":
+        return Decimal(obj["decimal"])
+    if kind == "date":
+        return dt.date(obj["year"], obj["month"], obj["day"])
+    if kind == "datetime":
+        return dt.datetime(obj["year"], obj["month"], obj["day"], obj["hour"], obj["minute"],
+                           obj["second"], obj.get("microsecond", 0))
+    if kind == "bytes":
+        return base64.b64decode(obj["base64"])
+    return obj
+
+
+class _Client:
+    """One JSON-RPC session: logs in lazily, again once when the session expired (401)."""
+
+    def __init__(self, settings: Mapping[str, Any], name: str) -> None:
+        self.settings, self.name = settings, name
+        self.base = settings["url"].rstrip("/")
+        self.origin = f"{urlsplit(self.base).scheme}://{urlsplit(self.base).netloc}"
+        self.database = settings["database"]
+        self.path = f"{self.base}/{quote(self.database, safe='')}/rpc/"
+        self._pool: urllib3.PoolManager | None = None
+        self._auth: str | None = None
+        self.context: dict[str, Any] = {}
+        self.user_id: int | None = None
+        self._lock = threading.Lock()
+        self._ids = 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.clear()
+                self._pool = None
+            self._auth = None
+
+    def call(self, method: str, *params: Any, context: Mapping[str, Any] | None = None) -> Any:
+        """Call a model/wizard method with the user's context appended, as Tryton clients do."""
+        auth = self._session()
+        try:
+            return self._post(method, [*params, {**self.context, **(context or {})}], auth)
+        except _Expired:
+            with self._lock:
+                if self._auth == auth:
+                    self._auth = None
+            auth = self._session()
+            return self._post(method, [*params, {**self.context, **(context or {})}], auth)
+
+    def _session(self) -> str:
+        with self._lock:
+            if self._auth is None:
+                self._login()
+            assert self._auth is not None
+            return self._auth
+
+    def _login(self) -> None:
+        login, password = self.settings["login"], self.settings["password"]
+        try:
+            answer = self._post("common.db.login", [login, {"password": password}, "en"], None)
+        except _Expired:
+            answer = None
+        if not answer:
+            raise PermanentError(
+                f"Tryton at {self.origin} refused the login of user '{login}' on database "
+                f"'{self.database}': check login and password of connector '{self.name}' (and that "
+                "the user is active)")
+        user_id, session = answer[0], answer[1]
+        token = base64.b64encode(f"{login}:{user_id}:{session}".encode()).decode()
+        self._auth, self.user_id = f"Session {token}", int(user_id)
+        self.context = {}
+        prefs = self._post("model.res.user.get_preferences", [True, {}], self._auth)
+        self.context = {k: v for k, v in prefs.items() if not k.endswith(".") and k != "locale"}
+
+    def _http(self) -> urllib3.PoolManager:
+        if self._pool is None:
+            self._pool = urllib3.PoolManager(
+                num_pools=2, maxsize=4, retries=False,
+                timeout=urllib3.Timeout(connect=self.settings["connect_timeout"],
+                                        read=self.settings["timeout"]),
+                cert_reqs="CERT_REQUIRED" if self.settings["verify_tls"] else "CERT_NONE")
+        return self._pool
+
+    def _post(self, method: str, params: list[Any], auth: str | None) -> Any:
+        self._ids += 1
+        body = json.dumps({"id": self._ids, "method": method, "params": params},
+                          default=_encode, separators=(",", ":")).encode()
+        # trytond labels every large answer "Content-Encoding: gzip" but only compresses it
+        # when the request accepts gzip (trytond/protocols/jsonrpc.py): so always accept it
+        headers = {"Content-Type": "application/json", "Accept": "application/json",
+                   "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
+        if auth:
+            headers["Authorization"] = auth
+        try:
+            resp = self._http().request("POST", self.path, body=body, headers=headers,
+                                        redirect=False)
+        except urllib3.exceptions.HTTPError as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise TransientError(f"Tryton at {self.origin} unreachable ({method}): "
+                                 f"{type(reason).__name__}: {reason}") from exc
+        status = resp.status
+        if status == 405 and self.path.endswith("/rpc/"):
+            # trytond before /rpc/ existed answers JSON-RPC at /<db>/ (rpc.html above)
+            self.path = self.path[: -len("rpc/")]
+            return self._post(method, params, auth)
+        if status == 401:
+            raise _Expired()
+        if status == 403:
+            raise PermanentError(
+                f"Tryton forbids {method} to user '{self.settings['login']}' (403): give the user "
+                "the groups Sales and Accounting (or the access this call needs)")
+        if status == 404:
+            raise PermanentError(f"Tryton at {self.origin} has no database '{self.database}' "
+                                 f"(404 on {method}): fix 'database' of connector '{self.name}'")
+        if status == 429 or status >= 500:
+            retry = resp.headers.get("Retry-After")
+            raise TransientError(f"Tryton at {self.origin} answered {status} to {method}; "
+                                 "will retry", retry_after=float(retry) if retry
+                                 and retry.isdigit() else None)
+        if status != 200:
+            raise PermanentError(f"Tryton at {self.origin} answered {status} to {method}: "
+                                 f"{resp.data[:300].decode(errors='replace')}")
+        try:
+            answer = json.loads(resp.data, object_hook=_decode)
+        except ValueError as exc:
+            raise TransientError(f"Tryton at {self.origin} sent no JSON for {method}; is 'url' the "
+                                 "trytond server?") from exc
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if error:
+            raise _error(error)
+        return answer.get("result") if isinstance(answer, dict) else None
+
+
+class _Expired(Exception):
+    """401: the session is gone (timeout, server restart) or the login was refused."""
+
+
+def _error(error: Any) -> _TrytonError:
+    """Tryton's error list: [kind, args] for its exceptions, [text, traceback] otherwise."""
+    kind, args = [*error, None, None][:2] if isinstance(error, list) else (str(error), None)
+    if kind == "UserError" and isinstance(args, list):
+        message = " — ".join(str(a) for a in args[:2] if a)
+        return _TrytonError("UserError", message)
+    if kind == "UserWarning" and isinstance(args, list):
+        return _TrytonError("UserWarning", " — ".join(str(a) for a in args[1:3] if a), key=args[0])
+    if kind == "ConcurrencyException":
+        return _TrytonError("ConcurrencyException", str(args))
+    if kind == "LoginException":
+        return _TrytonError("LoginException", str(args))
+    return _TrytonError("ServerError", str(kind))
+
+
+def _label(order: Mapping[str, Any]) -> str:
+    return f"order {order.get('number') or order['external_id']}"
+
+
+def _numbered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lines keep the order's order (Tryton sorts sale lines by sequence)."""
+    return [{**row, "sequence": n} for n, row in enumerate(rows, 1)]
+
+
+def _dec(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value or 0))
+
+
+class TrytonConnector(Connector):
+    """Each order becomes one Tryton sale whose `reference` is the order's external id.
+
+    Booking: the party (customer link, else a party whose email contact mechanism matches,
+    else a new party with its addresses), one sale line per order line by product code, a
+    shipping line (product mapped per shipping method, default `shipping_product`), order
+    discounts as negative lines of `discount_product`; then quote → confirm → process, so the
+    invoice is created (invoice method "order"), posted (`post_invoices`), and paid with the
+    mapped payment method when the order is paid (`payment_method`, or a `payment` link by
+    gateway or method). The reference is "SALE_NUMBER / INVOICE_NUMBER".
+
+    Exact money: a line discount is folded into the unit price, splitting the line when it
+    does not divide evenly (3 x 19.99 - 0.01 → 2 x 19.99 + 1 x 19.98), so no rounding is
+    needed. Taxes (`tax_mode`): "tryton" lets Tryton compute them from the Tryton taxes each
+    channel tax name maps to (a `tax` link, else `taxes` in the config, else the delivery
+    parks naming the tax); "amounts" books each channel tax as charged on a line of its
+    product. The draft sale's total is then compared with the order's: a rounding gap of at
+    most one minor unit per line is booked on `adjustment_product`; anything else (a wrong
+    tax mapping, a rounding rule unlike the channel's) deletes the draft and dead-letters
+    with both figures. Under "amounts", products that carry default customer taxes make
+    Tryton warn when the invoice is posted (see `accept_warnings`).
+
+    Customers: a party is reused only through a link or a verified email (identity.py); an
+    order without customer identity gets a new party. Addresses are reused when identical,
+    added otherwise.
+
+    Update: a sale Tryton still lets us change (draft, quotation, confirmed) is reset to draft,
+    rewritten and advanced again. A processed sale cannot be edited in Tryton: if the new
+    version books the same lines and total (only a status, a note or the payment changed), the
+    connector just posts/pays what is due; otherwise it raises PermanentError with what to do by
+    hand. Cancel: draft, quotation and confirmed sales are cancelled; a processed one raises
+    PermanentError explaining the manual steps (cancel the invoice and shipment, handle the
+    sale's exceptions). A cancelled order never booked is booked as a cancelled sale.
+    """
+
+    kind = "tryton"
+    title = "Tryton (JSON-RPC)"
+    Config = TrytonConfig
+
+    def __init__(self, config: Mapping[str, Any], *, name: str = "") -> None:
+        super().__init__(config, name=name)
+        try:
+            self.settings: dict[str, Any] = TrytonConfig().load(dict(config))
+        except ValidationError as exc:
+            raise PermanentError(f"connector '{self.name}' has an invalid config: {exc.messages}; "
+                                 "fix it under Connectors") from exc
+        self.rpc = _Client(self.settings, self.name)
+        self._products: dict[str, dict[str, Any]] = {}
+        self._currencies: dict[str, dict[str, Any]] = {}
+        self._places: dict[tuple[str, str], int | None] = {}
+
+    def __repr__(self) -> str:
+        return f"<TrytonConnector {self.name} {self.rpc.origin}/{self.settings['database']}>"
+
+    # --- the contract ------------------------------------------------------------------------
+    def check(self) -> None:
+        """Log in, read a sale, and resolve the configured products and payment method.
+
+        Raises: TransientError if unreachable, PermanentError for credentials or config.
+        """
+        self._call("check the connection", "model.sale.sale.search", [], 0, 1, None)
+        for key in ("shipping_product", "discount_product", "adjustment_product", "tax_product"):
+            if self.settings[key]:
+                self._product(self.settings[key], f"{key} of connector '{self.name}'")
+        if self.settings["payment_method"] is not None:
+            found = self._call("check payment_method", "model.account.invoice.payment.method.search",
+                               [("id", "=", self.settings["payment_method"])], 0, 1, None)
+            if not found:
+                raise PermanentError(f"payment_method {self.settings['payment_method']} of connector "
+                                     f"'{self.name}' is not an invoice payment method in Tryton")
+
+    def lookup(self, order: Mapping[str, Any]) -> str | None:
+        """The reference of the sale booked for this order, if any. Raises: Transient/Permanent."""
+        sale = self._find(order)
+        return self._reference(sale) if sale else None
+
+    def push(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
+        """Create (or resume) the sale, or update it; see the class docstring.
+
+        Raises: TransientError, PermanentError, MissingMapping, IdentityReview.
+        """
+        if ctx.action == "cancel":
+            return self.cancel(order, ctx)
+        cancelled = order.get("status") == "cancelled"
+        sale = self._find(order, ctx.reference)
+        if sale and sale["state"] == "cancelled" and not cancelled:
+            sale = None  # the order is live again: book it anew (the old sale stays cancelled)
+        created = False
+        if sale is None:
+            sale = self._create(order, {**self._plan(order, ctx), **self._party(order, ctx)})
+            created = True
+        elif sale["state"] == "draft":  # an attempt died before quoting: make the draft whole
+            sale = self._rewrite(order, sale, {**self._plan(order, ctx), **self._party(order, ctx)})
+        elif not cancelled:  # booked already: a new version, or a retry whose answer was lost
+            return self._update(order, ctx, sale, rewrite=ctx.action == "update")
+        if cancelled:  # a cancelled order never booked: book it as a cancelled sale
+            self._advance(order, sale, ctx, until="quotation")  # a number to find it by
+            return self._result(order, self._cancel_open(order, sale), created=created)
+        return self._result(order, self._advance(order, sale, ctx), created=created)
+
+    def cancel(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
+        """Cancel the sale if Tryton still allows it, else explain the manual steps.
+
+        Raises: TransientError, PermanentError.
+        """
+        sale = self._find(order, ctx.reference)
+        if sale is None:
+            return PushResult(ctx.reference or "", details={"found": False})
+        if sale["state"] != "cancelled":
+            sale = self._cancel_open(order, sale)
+        return self._result(order, sale)
+
+    def close(self) -> None:
+        self.rpc.close()
+
+    # --- finding ------------------------------------------------------------------------------
+    _SALE_FIELDS = ("number", "reference", "state", "party", "total_amount", "invoices", "lines",
+                    "currency", "invoice_state")
+
+    def _external(self, order: Mapping[str, Any]) -> str:
+        return f"{self.settings['reference_prefix']}{order['external_id']}"
+
+    def _find(self, order: Mapping[str, Any], reference: str | None = None) -> dict[str, Any] | None:
+        """The live sale of this order (the earliest), else its latest cancelled one."""
+        ids = self._call(f"find the sale of {_label(order)}", "model.sale.sale.search",
+                         [("reference", "=", self._external(order))], 0, None, [("id", "ASC")])
+        if not ids and reference:  # the reference field was edited in Tryton: use the number
+            number = reference.split(" / ")[0].strip()
+            ids = self._call(f"find sale {number}", "model.sale.sale.search",
+                             [("number", "=", number)], 0, None, [("id", "ASC")]) if number else []
+        if not ids:
+            return None
+        sales = self._read("sale.sale", ids, self._SALE_FIELDS)
+        live = [s for s in sales if s["state"] != "cancelled"]
+        return live[0] if live else sales[-1]
+
+    def _reload(self, sale: Mapping[str, Any]) -> dict[str, Any]:
+        return self._read("sale.sale", [sale["id"]], self._SALE_FIELDS)[0]
+
+    def _invoices(self, sale: Mapping[str, Any]) -> list[dict[str, Any]]:
+        if not sale.get("invoices"):
+            return []
+        return self._read("account.invoice", sale["invoices"],
+                          ("number", "state", "total_amount", "amount_to_pay", "payment_lines"))
+
+    def _reference(self, sale: Mapping[str, Any], invoices: list[dict[str, Any]] | None = None) -> str:
+        invoices = self._invoices(sale) if invoices is None else invoices
+        numbers = [i["number"] for i in invoices if i["number"] and i["state"] != "cancelled"]
+        head = sale["number"] or f"sale #{sale['id']}"
+        return f"{head} / {', '.join(numbers)}" if numbers else head
+
+    def _result(self, order: Mapping[str, Any], sale: Mapping[str, Any], *, created: bool = False,
+                **details: Any) -> PushResult:
+        invoices = self._invoices(sale)
+        anchors = self.settings["customer_anchors"]
+        links: tuple[Link, ...] = customer_links(order, str(sale["party"]), anchors) \
+            if order.get("customer") else ()
+        return PushResult(self._reference(sale, invoices), details={
+            "sale_id": sale["id"], "number": sale["number"], "state": sale["state"],
+            "total": str(sale["total_amount"]), "created": created,
+            "invoices": [{"id": i["id"], "number": i["number"], "state": i["state"],
+                          "total": str(i["total_amount"])} for i in invoices], **details},
+            links=links)
+
+    # --- planning: everything resolved before anything is written -----------------------------
+    def _plan(self, order: Mapping[str, Any], ctx: PushContext) -> dict[str, Any]:
+        """The currency and the sale lines; raises MissingMapping before anything is written."""
+        currency = self._currency(order["currency"])
+        lines = list(order["lines"])
+        products = resolve_products(lines, ctx, connector=self.name, find=self._find_product)
+        rows: list[dict[str, Any]] = []
+        include = bool(order.get("prices_include_tax"))
+        quantum = currency["rounding"]
+        for line in lines:
+            sku = line.get("sku") or line.get("name")
+            product = self._product(products[sku], f"SKU {sku}", mapped_from=sku)
+            taxes = line.get("taxes") or []
+            net = _dec(line["quantity"]) * _dec(line["unit_price"]) - _dec(line.get("discount"))
+            if include:
+                net -= sum((_dec(t.get("amount")) for t in taxes), Decimal(0))
+            label = line.get("name") or sku
+            if _dec(line.get("discount")):
+                label = f"{label} (discount {_dec(line.get('discount'))})"
+            rows += self._rows(product, _dec(line["quantity"]), _dec(line["unit_price"]), net,
+                               quantum, label, self._tax_ids(ctx, taxes))
+        for shipping in order.get("shipping") or []:
+            amount = _dec(shipping.get("amount"))
+            taxes = shipping.get("taxes") or []
+            if include:
+                amount -= sum((_dec(t.get("amount")) for t in taxes), Decimal(0))
+            if not amount:
+                continue
+            method = shipping.get("method") or "shipping"
+            value = mapped(ctx, "shipping", method, connector=self.name,
+                           default=self.settings["shipping_product"])
+            product = self._product(value, f"shipping method {method!r}")
+            rows.append(self._row(product, Decimal(1), amount, f"Shipping: {method}",
+                                  self._tax_ids(ctx, taxes)))
+        listed = Decimal(0)
+        for discount in order.get("discounts") or []:
+            amount = _dec(discount.get("amount"))
+            listed += amount
+            if amount:
+                rows.append(self._row(self._discount_product(order), Decimal(1), -amount,
+                                      f"Discount {discount.get('code') or ''}".strip(), []))
+        totals = order.get("totals") or {}
+        extra = _dec(totals.get("discount")) - listed
+        if extra > 0:  # an order-level discount the channel did not itemise
+            rows.append(self._row(self._discount_product(order), Decimal(1), -extra, "Discount",
+                                  []))
+        if self.settings["tax_mode"] == "amounts":
+            rows += self._tax_rows(ctx, order)
+        return {"currency": currency, "rows": rows}
+
+    def _rows(self, product: Mapping[str, Any], quantity: Decimal, price: Decimal, net: Decimal,
+              quantum: Decimal, label: str, taxes: list[int]) -> list[dict[str, Any]]:
+        """Sale lines worth exactly `net`: the price as given, or split to the minor unit."""
+        if net == quantity * price:
+            return [self._row(product, quantity, price, label, taxes)]
+        if quantity == quantity.to_integral_value() and quantity > 0 and \
+                net == net.quantize(quantum):
+            units = int(quantity)
+            base = (net / units / quantum).to_integral_value(ROUND_FLOOR) * quantum
+            more = int((net - base * units) / quantum)  # this many units cost one quantum more
+            rows = [self._row(product, Decimal(units - more), base, label, taxes)] \
+                if units - more else []
+            if more:
+                rows.append(self._row(product, Decimal(more), base + quantum, label, taxes))
+            return rows
+        # a fractional quantity: the nearest price; the total check books what rounding leaves
+        return [self._row(product, quantity, (net / quantity).quantize(Decimal("0.0001")), label,
+                          taxes)]
+
+    @staticmethod
+    def _row(product: Mapping[str, Any], quantity: Decimal, price: Decimal, label: str,
+             taxes: list[int]) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "type": "line", "product": product["id"], "unit": product["sale_uom"],
+            # sale.line.quantity is a Float field in Tryton; money stays Decimal
+            "quantity": float(quantity), "unit_price": price, "description": label}
+        if taxes:
+            row["taxes"] = [("add", sorted(set(taxes)))]
+        return row
+
+    def _tax_ids(self, ctx: PushContext, taxes: Sequence[Mapping[str, Any]]) -> list[int]:
+        if self.settings["tax_mode"] != "tryton":
+            return []
+        ids: list[int] = []
+        for tax in taxes:
+            name = tax.get("name") or (f"rate {tax.get('rate')}" if tax.get("rate") else None)
+            if not name:
+                continue
+            value = mapped(ctx, "tax", name, connector=self.name, default=self._configured_tax(name))
+            try:
+                ids += [int(part) for part in str(value).replace(" ", "").split(",") if part]
+            except ValueError as exc:
+                raise MissingMapping(
+                    f"missing mapping: tax {name!r} maps to {value!r}, which is not a list of Tryton "
+                    f"tax ids; map it with `broker mappings add {self.name} tax '{name}' TAX_ID`",
+                    kind="tax", key=name) from exc
+        return ids
+
+    def _configured_tax(self, name: str) -> str | None:
+        for item in self.settings["taxes"]:
+            if item["name"] == name:
+                return item["value"]
+        return None
+
+    def _tax_rows(self, ctx: PushContext, order: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """tax_mode "amounts": one line per channel tax, for the amount the channel charged."""
+        amounts: dict[str, Decimal] = {}
+        for holder in [*order["lines"], *(order.get("shipping") or [])]:
+            for tax in holder.get("taxes") or []:
+                name = tax.get("name") or "Tax"
+                amounts[name] = amounts.get(name, Decimal(0)) + _dec(tax.get("amount"))
+        total = _dec((order.get("totals") or {}).get("tax"))
+        itemised = sum(amounts.values(), Decimal(0))
+        if total and total != itemised and not order.get("prices_include_tax"):
+            amounts["Tax"] = amounts.get("Tax", Decimal(0)) + total - itemised
+        rows = []
+        for name, amount in amounts.items():
+            if amount:  # with prices including tax, the lines above are net of it
+                value = mapped(ctx, "tax", name, connector=self.name,
+                               default=self._configured_tax(name) or self.settings["tax_product"])
+                rows.append(self._row(self._product(value, f"tax {name!r}"), Decimal(1), amount,
+                                      name, []))
+        return rows
+
+    def _discount_product(self, order: Mapping[str, Any]) -> dict[str, Any]:
+        value = self.settings["discount_product"]
+        if not value:
+            raise PermanentError(f"{_label(order)} has an order discount but connector '{self.name}' "
+                                 "has no discount_product: set it to the code of a salable service "
+                                 "product in Tryton, then replay")
+        return self._product(value, f"discount_product of connector '{self.name}'")
+
+    # --- products, currencies, parties --------------------------------------------------------
+    def _find_product(self, sku: str) -> str | None:
+        ids = self._call(f"find product {sku}", "model.product.product.search",
+                         [("code", "=", sku)], 0, 2, None)
+        if len(ids) > 1:
+            raise MissingMapping(
+                f"missing mapping: several Tryton products have the code {sku}; map the SKU with "
+                f"`broker mappings add {self.name} product {sku} PRODUCT_ID`", kind="product", key=sku)
+        return str(ids[0]) if ids else None
+
+    def _product(self, value: str, what: str, *, mapped_from: str | None = None) -> dict[str, Any]:
+        """A product by id ("42") or code ("SHIP"), with the unit it is sold in."""
+        value = str(value).strip()
+        if value not in self._products:
+            if value.isdigit():
+                ids = self._call(f"read product {value}", "model.product.product.search",
+                                 [("id", "=", int(value))], 0, 1, None)
+            else:
+                ids = self._call(f"find product {value}", "model.product.product.search",
+                                 [("code", "=", value)], 0, 2, None)
+            if len(ids) != 1:
+                problem = "no" if not ids else "more than one"
+                if mapped_from:
+                    raise MissingMapping(
+                        f"missing mapping: SKU {mapped_from} maps to {value!r} but Tryton has {problem} "
+                        f"active product with that id or code; fix the mapping with `broker mappings "
+                        f"add {self.name} product {mapped_from} PRODUCT_ID`",
+                        kind="product", key=mapped_from)
+                raise PermanentError(f"{what} is {value!r} but Tryton has {problem} active product "
+                                     "with that id or code: fix the connector config or the product")
+            product = self._read("product.product", ids, ("code", "sale_uom", "default_uom",
+                                                          "salable", "rec_name"))[0]
+            product["sale_uom"] = product.get("sale_uom") or product["default_uom"]
+            self._products[value] = product
+        product = self._products[value]
+        if not product["salable"]:
+            raise PermanentError(f"Tryton product {product['rec_name']} ({what}) is not salable: "
+                                 "tick Salable on it, then replay")
+        return product
+
+    def _currency(self, code: str) -> dict[str, Any]:
+        if code not in self._currencies:
+            ids = self._call(f"find currency {code}", "model.currency.currency.search",
+                             [("code", "=", code)], 0, 1, None)
+            if not ids:
+                raise PermanentError(f"Tryton has no currency {code}: add it (Currency > "
+                                     "Currencies, with a rate) and replay")
+            self._currencies[code] = self._read("currency.currency", ids, ("code", "rounding"))[0]
+        return self._currencies[code]
+
+    def _party(self, order: Mapping[str, Any], ctx: PushContext) -> dict[str, Any]:
+        """The party (linked, found by email or created) and its invoice / shipment addresses."""
+        anchors = self.settings["customer_anchors"]
+        party = resolve_customer(order, ctx, anchors=anchors, search_by_email=self._parties_by_email)
+        customer = order.get("customer") or {}
+        billing = order.get("billing_address") or order.get("shipping_address") or {}
+        shipping = order.get("shipping_address") or billing
+        name = (customer.get("company")
+                or f"{customer.get('first_name') or ''} {customer.get('last_name') or ''}".strip()
+                or billing.get("company") or billing.get("name") or customer.get("email")
+                or f"Customer of {_label(order)}")
+        if party is None:
+            contacts = [{"type": "email", "value": customer["email"]}] if customer.get("email") else []
+            if customer.get("phone"):
+                contacts.append({"type": "phone", "value": customer["phone"]})
+            values: dict[str, Any] = {"name": name[:255]}
+            if contacts:
+                values["contact_mechanisms"] = [("create", contacts)]
+            party_id = self._call(f"create the customer of {_label(order)}",
+                                  "model.party.party.create", [values])[0]
+        else:
+            party_id = int(party)
+            key = next((k for k in customer_keys(order, anchors) if k in ctx.links.customer), None)
+            if key and not self._call(f"read customer {party_id}", "model.party.party.search",
+                                      [("id", "=", party_id)], 0, 1, None):
+                raise MissingMapping(
+                    f"missing mapping: customer {key} is linked to Tryton party {party_id}, which "
+                    f"no longer exists (or is inactive); relink it with `broker mappings add "
+                    f"{self.name} customer {key} PARTY_ID`", kind="customer", key=key)
+        invoice_address = self._address(party_id, billing, name)
+        shipment_address = invoice_address if shipping == billing \
+            else self._address(party_id, shipping, name)
+        return {"party": party_id, "invoice_address": invoice_address,
+                "shipment_address": shipment_address}
+
+    def _parties_by_email(self, email: str) -> list[str]:
+        pattern = email.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        ids = self._call("find customers by email", "model.party.contact_mechanism.search",
+                         [("type", "=", "email"), ("value", "ilike", pattern)], 0, 50, None)
+        if not ids:
+            return []
+        found = self._read("party.contact_mechanism", ids, ("value", "party"))
+        return sorted({str(c["party"]) for c in found if (c["value"] or "").strip().lower() == email},
+                      key=int)
+
+    def _address(self, party: int, address: Mapping[str, Any], party_name: str) -> int:
+        """An address of the party equal to this one, else a new one (parties keep history)."""
+        country = self._country(address.get("country"))
+        values: dict[str, Any] = {
+            "street": "\n".join(x for x in (address.get("line1"), address.get("line2")) if x) or None,
+            "postal_code": address.get("postal_code") or None, "city": address.get("city") or None,
+            "country": country, "subdivision": self._subdivision(country, address),
+        }
+        who = ", ".join(x for x in (address.get("name"), address.get("company")) if x)
+        values["party_name"] = who if who and who != party_name else None
+        ids = self._call("read the customer's addresses", "model.party.address.search",
+                         [("party", "=", party)], 0, None, [("id", "ASC")])
+        existing = self._read("party.address", ids, tuple(values)) if ids else []
+        for candidate in existing:
+            if all((candidate.get(k) or None) == v for k, v in values.items()):
+                return int(candidate["id"])
+        if not any(values.values()) and existing:
+            return int(existing[0]["id"])
+        return self._call("create the customer's address", "model.party.address.create",
+                          [{**values, "party": party}])[0]
+
+    def _country(self, code: str | None) -> int | None:
+        """The country by ISO code; None (the address keeps its text) when Tryton lacks it."""
+        if not code:
+            return None
+        key = ("country", code.upper())
+        if key not in self._places:
+            ids = self._call(f"find country {code}", "model.country.country.search",
+                             [("code", "=", code.upper())], 0, 1, None)
+            self._places[key] = ids[0] if ids else None
+        return self._places[key]
+
+    def _subdivision(self, country: int | None, address: Mapping[str, Any]) -> int | None:
+        region, code = address.get("region"), (address.get("country") or "").upper()
+        if not (country and region):
+            return None
+        key = ("region", f"{code}-{region}")
+        if key not in self._places:
+            ids = self._call(f"find region {region}", "model.country.subdivision.search",
+                             [("country", "=", country),
+                              ["OR", ("code", "=", f"{code}-{region}".upper()), ("name", "=", region)]],
+                             0, 1, None)
+            self._places[key] = ids[0] if ids else None
+        return self._places[key]
+
+    # --- writing ------------------------------------------------------------------------------
+    def _header(self, order: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
+        placed = order.get("placed_at")
+        values = {
+            "party": plan["party"], "invoice_address": plan["invoice_address"],
+            "shipment_address": plan["shipment_address"], "currency": plan["currency"]["id"],
+            "reference": self._external(order),
+            "description": f"{order.get('channel') or 'channel'} order "
+                           f"{order.get('number') or order['external_id']}"[:255],
+            "invoice_method": self.settings["invoice_method"],
+            "comment": order.get("note") or None,
+        }
+        if isinstance(placed, dt.datetime):
+            values["sale_date"] = placed.astimezone(dt.UTC).date()
+        return values
+
+    def _create(self, order: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
+        values = {**self._header(order, plan), "lines": [("create", _numbered(plan["rows"]))]}
+        sale_id = self._call(f"create the sale of {_label(order)}", "model.sale.sale.create",
+                             [values])[0]
+        sale = self._reload({"id": sale_id})
+        return self._balance(order, sale, plan, fresh=True)
+
+    def _rewrite(self, order: Mapping[str, Any], sale: Mapping[str, Any],
+                 plan: Mapping[str, Any]) -> dict[str, Any]:
+        values = {**self._header(order, plan),
+                  "lines": [("delete", list(sale["lines"])), ("create", _numbered(plan["rows"]))]}
+        self._call(f"rewrite sale {sale['number'] or sale['id']} of {_label(order)}",
+                   "model.sale.sale.write", [sale["id"]], values)
+        return self._balance(order, self._reload(sale), plan, fresh=False)
+
+    def _balance(self, order: Mapping[str, Any], sale: dict[str, Any], plan: Mapping[str, Any], *,
+                 fresh: bool) -> dict[str, Any]:
+        """Make the draft's total the order's: book a rounding gap, refuse anything larger.
+
+        A refused draft is deleted when this attempt created it (so nothing half-booked is
+        found later); a sale that existed before stays in draft with the new lines, and the
+        replay after the fix rewrites it again.
+        """
+        expected = _dec(order["totals"]["total"])
+        gap = expected - sale["total_amount"]
+        if not gap:
+            return sale
+        quantum = plan["currency"]["rounding"]
+        tolerance = quantum * max(1, len(plan["rows"]))
+        product = self.settings["adjustment_product"]
+        if abs(gap) > tolerance or not product:
+            tax = self._read("sale.sale", [sale["id"]], ("tax_amount",))[0]["tax_amount"]
+            if fresh:
+                self._call(f"delete the unbalanced draft of {_label(order)}",
+                           "model.sale.sale.delete", [sale["id"]])
+            why = (f"more than the rounding tolerance of {tolerance}: check the tax mapping "
+                   f"(each channel tax name → the Tryton tax with the same rate), whether Tryton "
+                   f"rounds taxes per line like the channel (Accounting configuration > Tax "
+                   f"Rounding), and whether discounts reduce the taxed base"
+                   if abs(gap) > tolerance else
+                   f"connector '{self.name}' has no adjustment_product to book it on: set it to a "
+                   "salable service product without taxes")
+            raise PermanentError(
+                f"{_label(order)}: Tryton computes a total of {sale['total_amount']} "
+                f"(tax {tax}) but the order's total is {expected} (tax "
+                f"{_dec(order['totals'].get('tax'))}); the gap of {gap} is {why}; then replay")
+        adjustment = self._row(self._product(product, f"adjustment_product of '{self.name}'"),
+                               Decimal(1), gap, "Rounding adjustment", [])
+        adjustment["sequence"] = len(plan["rows"]) + 1
+        self._call(f"book the rounding adjustment of {_label(order)}", "model.sale.sale.write",
+                   [sale["id"]], {"lines": [("create", [adjustment])]})
+        sale = self._reload(sale)
+        if sale["total_amount"] != expected:
+            raise PermanentError(f"{_label(order)}: Tryton's total {sale['total_amount']} still "
+                                 f"differs from {expected} after a rounding adjustment; book it by hand")
+        return sale
+
+    def _advance(self, order: Mapping[str, Any], sale: dict[str, Any], ctx: PushContext,
+                 until: str | None = None) -> dict[str, Any]:
+        """Quote, confirm and process as far as `workflow` says; post and pay what is due."""
+        target = until or self.settings["workflow"]
+        what = f"sale {sale['number'] or sale['id']} of {_label(order)}"
+        if sale["state"] == "draft":
+            self._call(f"quote {what}", "model.sale.sale.quote", [sale["id"]])
+            sale = self._reload(sale)
+        if target == "quotation":
+            return sale
+        if sale["state"] == "quotation":
+            self._call(f"confirm {what}", "model.sale.sale.confirm", [sale["id"]])
+            sale = self._reload(sale)
+        if target == "confirmed":
+            return sale
+        if sale["state"] == "confirmed":  # processing is queued or delayed on this server
+            self._call(f"process {what}", "model.sale.sale.process", [sale["id"]])
+            sale = self._reload(sale)
+        if sale["state"] in ("processing", "done"):
+            self._settle(order, sale, ctx)
+            sale = self._reload(sale)
+        return sale
+
+    def _settle(self, order: Mapping[str, Any], sale: Mapping[str, Any], ctx: PushContext) -> None:
+        """Post the sale's draft invoices and pay them when the order is paid."""
+        for invoice in self._invoices(sale):
+            if invoice["state"] in ("draft", "validated") and self.settings["post_invoices"]:
+                self._call(f"post the invoice of sale {sale['number']} ({_label(order)})",
+                           "model.account.invoice.post", [invoice["id"]])
+                invoice = self._read("account.invoice", [invoice["id"]],
+                                     ("number", "state", "amount_to_pay", "payment_lines"))[0]
+            if invoice["state"] == "posted" and not invoice["payment_lines"] \
+                    and invoice["amount_to_pay"] > 0:
+                self._pay(order, invoice, ctx)
+
+    def _pay(self, order: Mapping[str, Any], invoice: Mapping[str, Any], ctx: PushContext) -> None:
+        payment = order.get("payment") or {}
+        if payment.get("status") != "paid":
+            return
+        keys = [k for k in (payment.get("gateway"), payment.get("method")) if k]
+        method = next((ctx.links.payment[k] for k in keys if k in ctx.links.payment), None) \
+            or self.settings["payment_method"]
+        if method is None:
+            return  # no way to record it: the invoice stays due, as documented
+        amount = min(_dec(payment.get("amount")) or invoice["amount_to_pay"], invoice["amount_to_pay"])
+        context = {"active_model": "account.invoice", "active_id": invoice["id"],
+                   "active_ids": [invoice["id"]]}
+        what = f"pay invoice {invoice['number']} of {_label(order)}"
+        session, _, _ = self._call(what, "wizard.account.invoice.pay.create", context=context)
+        try:
+            view = self._call(what, "wizard.account.invoice.pay.execute", session, {}, "start",
+                              context=context)["view"]
+            start = {k: v for k, v in view["defaults"].items() if not k.endswith(".")}
+            start.update(amount=amount, payment_method=int(method),
+                         description=(payment.get("transaction_id") or _label(order))[:255])
+            answer = self._call(what, "wizard.account.invoice.pay.execute", session,
+                                {"start": start}, "choice", context=context)
+            if (answer or {}).get("view", {}).get("state") == "ask":  # a partial payment
+                ask = {k: v for k, v in answer["view"]["defaults"].items() if not k.endswith(".")}
+                ask["type"] = "partial"
+                self._call(what, "wizard.account.invoice.pay.execute", session,
+                           {"start": start, "ask": ask}, "pay", context=context)
+        finally:
+            self._call(what, "wizard.account.invoice.pay.delete", session, context=context)
+
+    def _cancel_open(self, order: Mapping[str, Any], sale: dict[str, Any]) -> dict[str, Any]:
+        what = f"sale {sale['number'] or sale['id']} of {_label(order)}"
+        if sale["state"] == "confirmed":
+            self._call(f"reset {what} to draft", "model.sale.sale.draft", [sale["id"]])
+            sale = self._reload(sale)
+        if sale["state"] in ("draft", "quotation"):
+            self._call(f"cancel {what}", "model.sale.sale.cancel", [sale["id"]])
+            return self._reload(sale)
+        if sale["state"] == "cancelled":
+            return sale
+        raise PermanentError(
+            f"cannot cancel {what}: it is already {sale['state']} in Tryton (reference "
+            f"{self._reference(sale)}), and Tryton only cancels draft or quotation sales. Cancel it "
+            "by hand: cancel (or credit) its invoice and cancel its shipments, then use the sale's "
+            "Handle Invoice Exception and Handle Shipment Exception buttons without recreating "
+            "anything, so the sale ends done (https://docs.tryton.org/latest/modules-sale/usage/)")
+
+    def _update(self, order: Mapping[str, Any], ctx: PushContext, sale: dict[str, Any], *,
+                rewrite: bool) -> PushResult:
+        """Apply a version to a booked sale: rewrite it while Tryton allows, else compare.
+
+        `rewrite` (a new version): an open sale is rewritten even when its lines are the same
+        (the addresses or the note may have changed). Otherwise (a retry) it is left alone
+        unless its lines or total differ.
+        """
+        plan = self._plan(order, ctx)
+        booked = self._read("sale.line", sale["lines"], ("type", "product", "quantity", "unit_price"))
+        same = self._same(plan["rows"], booked, sale, order)
+        if same and not (rewrite and sale["state"] in OPEN_STATES):
+            sale = self._advance(order, sale, ctx)  # post and pay what became due
+            return self._result(order, sale, unchanged=True)
+        if sale["state"] in OPEN_STATES:
+            if sale["state"] != "draft":
+                self._call(f"reset sale {sale['number']} to draft", "model.sale.sale.draft",
+                           [sale["id"]])
+                sale = self._reload(sale)
+            if sale["state"] != "draft":
+                raise PermanentError(f"Tryton did not reset sale {sale['number']} to draft "
+                                     f"(it is {sale['state']}); update it by hand")
+            sale = self._rewrite(order, sale, {**plan, **self._party(order, ctx)})
+            return self._result(order, self._advance(order, sale, ctx), updated=True)
+        raise PermanentError(
+            f"{_label(order)} changed after its sale {sale['number']} was processed in Tryton "
+            f"(booked total {sale['total_amount']}, new total {_dec(order['totals']['total'])}); "
+            "Tryton cannot edit a processed sale. Book the difference by hand (a return sale or a "
+            f"credit note on the invoice of {self._reference(sale)}, or a complementary sale), then "
+            "close this delivery")
+
+    def _same(self, rows: list[dict[str, Any]], booked: list[dict[str, Any]],
+              sale: Mapping[str, Any], order: Mapping[str, Any]) -> bool:
+        """Whether the new version books what the processed sale holds (adjustments aside)."""
+        adjustment = self.settings["adjustment_product"]
+        skip = {self._product(adjustment, "adjustment_product")["id"]} if adjustment else set()
+
+        def key(product: Any, quantity: Any, price: Any) -> tuple[Any, ...]:
+            return (int(product), Decimal(str(quantity)).normalize(), _dec(price).normalize())
+
+        wanted = Counter(key(r["product"], r["quantity"], r["unit_price"]) for r in rows)
+        have = Counter(key(b["product"], b["quantity"], b["unit_price"]) for b in booked
+                       if b["type"] == "line" and b["product"] and int(b["product"]) not in skip)
+        return wanted == have and sale["total_amount"] == _dec(order["totals"]["total"])
+
+    # --- plumbing -----------------------------------------------------------------------------
+    def _read(self, model: str, ids: Sequence[int], names: Sequence[str]) -> list[dict[str, Any]]:
+        rows = self._call(f"read {model}", f"model.{model}.read", list(ids), list(names))
+        order = {i: n for n, i in enumerate(ids)}
+        return sorted(rows, key=lambda r: order.get(r["id"], 0))
+
+    def _call(self, what: str, method: str, *params: Any,
+              context: Mapping[str, Any] | None = None) -> Any:
+        """One JSON-RPC call; Tryton's answers become the broker's errors, saying what to fix."""
+        accepted: set[str] = set()
+        while True:
+            try:
+                return self.rpc.call(method, *params, context=context)
+            except _TrytonError as exc:
+                if exc.kind == "UserWarning" and self.settings["accept_warnings"] \
+                        and exc.key and exc.key not in accepted:
+                    accepted.add(exc.key)  # what the Tryton client does when a person says yes
+                    self.rpc.call("model.res.user.warning.skip", exc.key, False)
+                    continue
+                raise self._translate(what, exc) from exc
+            except _Expired as exc:  # the fresh login was refused too
+                raise PermanentError(
+                    f"Tryton refused the session of user '{self.settings['login']}' ({what}): check "
+                    f"login and password of connector '{self.name}'") from exc
+
+    def _translate(self, what: str, exc: _TrytonError) -> Exception:
+        if exc.kind == "ConcurrencyException":
+            return TransientError(f"Tryton reported a concurrent change while trying to {what}; "
+                                  "will retry")
+        if exc.kind == "UserWarning":
+            return PermanentError(
+                f"Tryton warns while trying to {what}: {exc.message}. Fix the cause in Tryton (for "
+                "taxes: the product's customer taxes), or set accept_warnings on connector "
+                f"'{self.name}' to answer yes as a person would; then replay")
+        if exc.kind == "LoginException":
+            return PermanentError(f"Tryton asks user '{self.settings['login']}' for another login "
+                                  f"factor ({exc.message}); use a user that logs in with a password")
+        if exc.kind == "UserError":
+            return PermanentError(f"Tryton refused to {what}: {exc.message}. Fix it in Tryton or "
+                                  f"in the configuration of connector '{self.name}', then replay")
+        return PermanentError(f"Tryton failed to {what}: {exc.message}; see the trytond log")
+
