@@ -39,6 +39,7 @@ from connectors.base import Connector, Link, PushContext, PushResult
 from connectors.config import ConfigSchema, Secret
 from connectors.errors import PermanentError, TransientError
 from connectors.identity import anchors_field, customer_links, mapped, resolve_customer
+from connectors.money import minor_units
 
 log = logging.getLogger(__name__)
 FORMATS = ("edifact", "x12", "csv")
@@ -259,8 +260,6 @@ class EdiConnector(Connector):
 
         Raises: PermanentError when the order cannot be expressed in the configured format.
         """
-        from broker.schemas.order import minor_units  # marshmallow only: no Flask, no Celery
-
         anchors = self.settings["customer_anchors"]
         linked = resolve_customer(order, ctx, anchors=anchors)  # links only: no partner directory
         customer = order.get("customer") or {}

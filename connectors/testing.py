@@ -32,6 +32,7 @@ from marshmallow import ValidationError
 from connectors.base import Connector, PushContext, PushResult
 from connectors.config import secret_paths, split_secrets
 from connectors.errors import MissingMapping, PermanentError, TransientError
+from connectors.money import minor_units
 from connectors.registry import connector_class, connector_kinds
 
 SKUS = ("CK-WIDGET", "CK-GADGET")
@@ -48,8 +49,6 @@ class BackOffice(Protocol):
 
 
 def _places(currency: str) -> int:
-    from broker.schemas.order import minor_units  # marshmallow only: no Flask, no Celery
-
     return minor_units(currency)
 
 

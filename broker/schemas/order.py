@@ -19,13 +19,8 @@ import pycountry
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validates_schema
 from marshmallow.validate import Length, OneOf
 
-# ISO 4217 minor units, from the SIX maintenance-agency list (list-one.xml, "CcyMnrUnts").
-_MINOR_UNITS = {
-    **dict.fromkeys(["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX",
-                     "UYI", "VND", "VUV", "XAF", "XOF", "XPF"], 0),
-    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
-    **dict.fromkeys(["CLF", "UYW"], 4),
-}
+from connectors.money import minor_units
+
 UNIT_PRICE_EXTRA_PLACES = 4  # unit prices may carry fractional minor units (e.g. 0.0125 USD)
 QUANTITY_PLACES = 4
 METADATA_MAX_BYTES = 16 * 1024
@@ -34,11 +29,6 @@ ORDER_STATUSES = ("open", "cancelled")
 PAYMENT_STATUSES = ("pending", "authorized", "paid", "partially_refunded", "refunded", "voided")
 _DECIMAL_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")  # no exponents, blanks or underscores
 _ZERO = Decimal(0)
-
-
-def minor_units(currency: str) -> int:
-    """Decimal places the currency allows (ISO 4217 exponent); 2 for codes not listed."""
-    return _MINOR_UNITS.get(currency.upper(), 2)
 
 
 def _places(value: Decimal) -> int:
