@@ -1,97 +1,106 @@
-"""An HTTP proxy on loopback that can hold an answer after the upstream has acted on it.
+"""A TCP proxy on loopback that can hold an answer after the upstream has acted on it.
 
 This is how the tests kill a worker "between the back-office write and the acknowledgement"
-for any HTTP back office, real (trytond) or fake: `hold_after(marker, seconds)` lets the next
-request whose body contains `marker` reach the upstream, which commits it, and then keeps the
-answer from the client for `seconds` — long enough to kill -9 the worker waiting for it.
+for any back office, whatever its protocol (HTTP to trytond or a fake ERP, MariaDB's wire
+protocol for the SQL connector): `hold_after(*markers, seconds=)` waits for client bytes containing
+each marker in turn (a URL path; or b"INSERT INTO" then b"COMMIT"), lets the last of them reach
+the upstream, which acts on them, and keeps the upstream's answer from the client for `seconds`
+— long enough to kill -9 the worker waiting for it. `held` is set while an answer is held.
 """
 
 from __future__ import annotations
 
-import http.client
+import contextlib
+import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import urlsplit
-
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-              "proxy-authorization", "proxy-authenticate", "content-length", "host"}
 
 
 class HoldingProxy:
-    def __init__(self, upstream: str) -> None:
-        parts = urlsplit(upstream)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.prefix = parts.path.rstrip("/")
-        self._marker: bytes | None = None
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self._markers: list[bytes] = []
         self._seconds = 0.0
         self.held = threading.Event()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self.url = ""
+        self._listener: socket.socket | None = None
+        self._running = False
+        self.port = 0
 
-    def hold_after(self, marker: bytes, seconds: float) -> None:
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def hold_after(self, *markers: bytes, seconds: float) -> None:
         with self._lock:
-            self._marker, self._seconds = marker, seconds
+            self._markers, self._seconds = list(markers), seconds
             self.held.clear()
 
-    def _should_hold(self, body: bytes) -> float:
+    def _saw(self, chunk: bytes) -> float:
         with self._lock:
-            if self._marker is not None and self._marker in body:
-                self._marker = None
-                return self._seconds
+            if self._markers and self._markers[0] in chunk:
+                self._markers.pop(0)
+                if not self._markers:
+                    return self._seconds
         return 0.0
 
-    def forward(self, method: str, path: str, headers: dict[str, str], body: bytes
-                ) -> tuple[int, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
-        try:
-            conn.request(method, self.prefix + path, body=body or None,
-                         headers={k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP})
-            answer = conn.getresponse()
-            return answer.status, answer.getheaders(), answer.read()
-        finally:
-            conn.close()
+    def _pipe(self, client: socket.socket, server: socket.socket) -> None:
+        pending = {"hold": 0.0}
+
+        def upstream() -> None:  # client → server, watching for the marker
+            with contextlib.suppress(OSError):
+                while chunk := client.recv(65536):
+                    hold = self._saw(chunk)
+                    if hold:
+                        pending["hold"] = hold
+                    server.sendall(chunk)
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_WR)
+
+        def downstream() -> None:  # server → client, holding the answer to the marked bytes
+            with contextlib.suppress(OSError):
+                while chunk := server.recv(65536):
+                    if pending["hold"]:
+                        hold, pending["hold"] = pending["hold"], 0.0
+                        self.held.set()
+                        time.sleep(hold)
+                    client.sendall(chunk)
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_WR)
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (upstream, downstream)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        client.close()
+        server.close()
+
+    def _accept(self) -> None:
+        while self._running:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=10)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
 
     def start(self) -> HoldingProxy:
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _any(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, headers, payload = proxy.forward(self.command, self.path,
-                                                         dict(self.headers), body)
-                hold = proxy._should_hold(body)
-                if hold:
-                    proxy.held.set()
-                    time.sleep(hold)
-                self.send_response(status)
-                for key, value in headers:
-                    if key.lower() not in HOP_BY_HOP:
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _any
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._running = True
+        threading.Thread(target=self._accept, daemon=True).start()
         return self
 
     def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+        self._running = False
+        if self._listener:
+            self._listener.close()
 
     def __enter__(self) -> HoldingProxy:
         return self.start()
