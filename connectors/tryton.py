@@ -1,16 +1,21 @@
 """The `tryton` connector: book orders as Tryton sales over trytond's JSON-RPC.
 
 Vendor documentation this follows:
-- JSON-RPC, login and the `Session` authorization header:
-  https://docs.tryton.org/8.0/server/topics/rpc.html (trytond 8 serves it at POST /<db>/rpc/,
-  older servers at POST /<db>/; a 405 on the former switches to the latter).
-- The sale workflow (draft → quotation → confirmed → processing → done, cancel from draft or
-  quotation only, "Handle Invoice/Shipment Exception"):
-  https://docs.tryton.org/latest/modules-sale/usage/index.html
-- Paying an invoice (the `account.invoice.pay` wizard) and posting it:
-  https://docs.tryton.org/latest/modules-account-invoice/usage/index.html
-- Tax computation and `tax_rounding` (per line or per document):
-  https://docs.tryton.org/latest/modules-account/design/configuration.html
+- JSON-RPC, `common.db.login` and the `Session` authorization header (base64 of
+  login:user_id:session): https://docs.tryton.org/projects/server/en/latest/topics/rpc.html
+  (trytond 8 serves it at POST /<db>/rpc/, see trytond/protocols/dispatcher.py; older
+  servers at POST /<db>/, so a 405 on the former switches to the latter).
+- The sale workflow (draft, quotation, confirmed, processing, done; cancel from draft or
+  quotation; "Handle Invoice/Shipment Exception" once documents exist):
+  https://docs.tryton.org/latest/modules-sale/usage/index.html and
+  https://discuss.tryton.org/t/status-exeption-of-invoice-and-shipment/3718
+- Invoices, posting and the pay wizard (`account.invoice.pay`):
+  http://docs.tryton.org/projects/modules-account-invoice/en/latest/usage/index.html
+- Tax rounding per line or per document (account configuration `tax_rounding`), and why
+  "document" rounding never matches per-line channel taxes exactly:
+  https://discuss.tryton.org/t/improve-rounding-taxes-when-the-tax-rounding-field-is-set-to-document/1164
+- How Tryton's own Shopify integration matches channel totals (a tax adjustment):
+  tryton/tryton modules/web_shop_shopify/sale.py
 """
 
 from __future__ import annotations
@@ -311,10 +316,12 @@ class TrytonConnector(Connector):
     Update: a sale Tryton still lets us change (draft, quotation, confirmed) is reset to draft,
     rewritten and advanced again. A processed sale cannot be edited in Tryton: if the new
     version books the same lines and total (only a status, a note or the payment changed), the
-    connector just posts/pays what is due; otherwise it raises PermanentError with what to do by
-    hand. Cancel: draft, quotation and confirmed sales are cancelled; a processed one raises
-    PermanentError explaining the manual steps (cancel the invoice and shipment, handle the
-    sale's exceptions). A cancelled order never booked is booked as a cancelled sale.
+    connector just posts and pays what is due; otherwise it raises PermanentError saying what
+    to book by hand. A create that finds its sale already booked (the answer was lost) does the
+    same, rewriting only when lines or total differ. Cancel: draft, quotation and confirmed
+    sales are cancelled; a processed one raises PermanentError with the manual steps (cancel
+    the invoice and shipments, handle the sale's exceptions). A cancelled order never booked
+    is booked as a cancelled sale, so Tryton still knows of it.
     """
 
     kind = "tryton"
@@ -783,6 +790,8 @@ class TrytonConnector(Connector):
         adjustment = self._row(self._product(product, f"adjustment_product of '{self.name}'"),
                                Decimal(1), gap, "Rounding adjustment", [])
         adjustment["sequence"] = len(plan["rows"]) + 1
+        log.info("tryton %s: %s books a rounding adjustment of %s on sale %s", self.name,
+                 _label(order), gap, sale["id"])
         self._call(f"book the rounding adjustment of {_label(order)}", "model.sale.sale.write",
                    [sale["id"]], {"lines": [("create", [adjustment])]})
         sale = self._reload(sale)
@@ -871,7 +880,7 @@ class TrytonConnector(Connector):
             f"{self._reference(sale)}), and Tryton only cancels draft or quotation sales. Cancel it "
             "by hand: cancel (or credit) its invoice and cancel its shipments, then use the sale's "
             "Handle Invoice Exception and Handle Shipment Exception buttons without recreating "
-            "anything, so the sale ends done (https://docs.tryton.org/latest/modules-sale/usage/)")
+            "anything, so the sale ends done (https://docs.tryton.org/latest/modules-sale/usage/index.html)")
 
     def _update(self, order: Mapping[str, Any], ctx: PushContext, sale: dict[str, Any], *,
                 rewrite: bool) -> PushResult:
@@ -935,6 +944,8 @@ class TrytonConnector(Connector):
                 if exc.kind == "UserWarning" and self.settings["accept_warnings"] \
                         and exc.key and exc.key not in accepted:
                     accepted.add(exc.key)  # what the Tryton client does when a person says yes
+                    log.info("tryton %s: accepting Tryton's warning while trying to %s: %s",
+                             self.name, what, exc.message)
                     self.rpc.call("model.res.user.warning.skip", exc.key, False)
                     continue
                 raise self._translate(what, exc) from exc
