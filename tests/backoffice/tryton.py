@@ -310,10 +310,11 @@ class TrytonServer:
             return found[0]
         widget = self.read("product.product", [self.facts["products"]["CK-WIDGET"]], ["template"])[0]
         template = self.read("product.template", [widget["template"]],
-                             ["default_uom", "account_category"])[0]
+                             ["default_uom", "sale_uom", "account_category"])[0]
         created = self.rpc("model.product.template.create", [{
             "name": code, "code": code, "type": "goods", "salable": True, "list_price": price,
-            "default_uom": template["default_uom"], "account_category": template["account_category"],
+            "default_uom": template["default_uom"], "sale_uom": template["sale_uom"],
+            "account_category": template["account_category"],
             "products": [("create", [{}])]}])
         return self.read("product.template", created, ["products"])[0]["products"][0]
 
