@@ -99,6 +99,7 @@ from connectors.identity import (
     resolve_customer,
     resolve_products,
 )
+from connectors.wire import exact_json, pool, retry_after
 
 USER_AGENT = "fobo-broker/0.1 (erpnext connector)"
 SO, SI = "Sales Order", "Sales Invoice"
@@ -792,7 +793,7 @@ class ErpNextConnector(Connector):
 
     def _list(self, doctype: str, filters: list[list[Any]], fields_: list[str], *, subject: str,
               limit: int = PAGE, order_by: str | None = None) -> list[dict[str, Any]]:
-        params = {"fields": _dumps(fields_), "filters": _dumps(filters),
+        params = {"fields": exact_json(fields_), "filters": exact_json(filters),
                   "limit_page_length": str(limit)}
         if order_by:
             params["order_by"] = order_by
@@ -808,7 +809,7 @@ class ErpNextConnector(Connector):
         data = None
         if body is not None:
             headers["Content-Type"] = "application/json"
-            data = _dumps(body).encode()
+            data = exact_json(body).encode()
         try:
             resp = self._http().request(method, self._base + path, body=data, headers=headers,
                                         redirect=False)
@@ -843,7 +844,7 @@ class ErpNextConnector(Connector):
                 f"{_messages(answer) or '(no message)'}")
         if status in (408, 409, 425, 429) or status >= 500 or exc_type in RETRY_TYPES:
             return TransientError(self._redact(f"{said}; will retry"),
-                                  retry_after=_retry_after(headers.get("Retry-After")))
+                                  retry_after=retry_after(headers.get("Retry-After")))
         if status == 401:
             hint = (f"check api_key and api_secret of connector '{self.name}' (generating new keys "
                     "in ERPNext replaces the secret)")
@@ -861,11 +862,8 @@ class ErpNextConnector(Connector):
     def _http(self) -> urllib3.PoolManager:
         with self._lock:
             if self._pool is None:
-                self._pool = urllib3.PoolManager(
-                    num_pools=2, maxsize=4, retries=False,
-                    timeout=urllib3.Timeout(connect=self.settings["connect_timeout"],
-                                            read=self.settings["timeout"]),
-                    cert_reqs="CERT_REQUIRED" if self.settings["verify_tls"] else "CERT_NONE")
+                self._pool = pool(connect_timeout=self.settings["connect_timeout"],
+                                  timeout=self.settings["timeout"], verify_tls=self.settings["verify_tls"])
             return self._pool
 
     def _redact(self, text: str) -> str:
@@ -876,17 +874,6 @@ class ErpNextConnector(Connector):
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def _dumps(value: Any) -> str:
-    """JSON with Decimals as exact numbers (never through float)."""
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, Mapping):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{_dumps(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_dumps(v) for v in value) + "]"
-    if isinstance(value, datetime | date):
-        return json.dumps(value.isoformat())
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _zone(name: str) -> tzinfo:
@@ -1001,9 +988,4 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 

@@ -10,8 +10,6 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from functools import cache
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -25,6 +23,7 @@ from marshmallow import ValidationError, fields, validate, validates, validates_
 from connectors.base import Connector, PushContext, PushResult
 from connectors.config import ConfigSchema, Secret
 from connectors.errors import PermanentError, TransientError
+from connectors.wire import retry_after
 
 USER_AGENT = "fobo-broker/0.1"
 RETRYABLE = frozenset({408, 409, 425, 429})  # plus every 5xx (RELIABILITY.md 4e)
@@ -359,7 +358,7 @@ class HttpConnector(Connector):
         said += f": {snippet[:300] or '(empty body)'}"
         if status in RETRYABLE or 500 <= status < 600:
             raise self._fail(TransientError, f"{said}; will retry",
-                             retry_after=_retry_after(answer.headers.get("Retry-After")))
+                             retry_after=retry_after(answer.headers.get("Retry-After")))
         if status in (401, 403):
             hint = f"check the credentials under 'auth' of connector '{self.name}', then replay"
         elif 300 <= status < 400:
@@ -435,19 +434,3 @@ def _origin(url: str) -> str:
 
 def _label(order: Mapping[str, Any]) -> str:
     return f"order {order.get('number') or order.get('external_id')}"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds (RFC 9110 §10.2.3: delay-seconds or an HTTP-date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None

@@ -78,9 +78,8 @@ import threading
 import xmlrpc.client
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from decimal import ROUND_HALF_UP, Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -104,6 +103,7 @@ from connectors.identity import (
     resolve_customer,
     resolve_products,
 )
+from connectors.wire import exact_json, pool, retry_after
 
 USER_AGENT = "fobo-broker/0.1 (odoo connector)"
 PROTOCOLS = ("json2", "jsonrpc", "xmlrpc")
@@ -220,15 +220,6 @@ class _Unmarshaller(xmlrpc.client.Unmarshaller):
     dispatch["float"] = end_double
 
 
-def _json(value: Any) -> str:
-    """JSON text where a Decimal is written as a number with its exact digits (no float)."""
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, Mapping):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{_json(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_json(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
 
 
 class _Client:
@@ -312,7 +303,7 @@ class _Client:
                    "Authorization": f"bearer {self.settings['api_key']}"}
         if self.settings.get("database"):
             headers["X-Odoo-Database"] = self.settings["database"]
-        status, answer_headers, data = self._post(path, _json(body).encode(), headers)
+        status, answer_headers, data = self._post(path, exact_json(body).encode(), headers)
         if status == 200:
             return self._loads(data)
         try:
@@ -328,7 +319,7 @@ class _Client:
         if self.protocol == "jsonrpc":
             body = {"jsonrpc": "2.0", "method": "call", "id": next(self._ids),
                     "params": {"service": service, "method": method, "args": args}}
-            status, headers, data = self._post("/jsonrpc", _json(body).encode(),
+            status, headers, data = self._post("/jsonrpc", exact_json(body).encode(),
                                                {"Content-Type": "application/json"})
             if status != 200:
                 raise _Fault("", _snippet(data), status, _retry_after(headers))
@@ -380,11 +371,8 @@ class _Client:
     def _http(self) -> urllib3.PoolManager:
         with self._lock:
             if self._pool is None:
-                self._pool = urllib3.PoolManager(
-                    num_pools=2, maxsize=4, retries=False,
-                    timeout=urllib3.Timeout(connect=min(10.0, self.settings["timeout"]),
-                                            read=self.settings["timeout"]),
-                    cert_reqs="CERT_REQUIRED" if self.settings["verify_tls"] else "CERT_NONE")
+                self._pool = pool(connect_timeout=min(10.0, self.settings["timeout"]),
+                                  timeout=self.settings["timeout"], verify_tls=self.settings["verify_tls"])
             return self._pool
 
     def close(self) -> None:
@@ -1244,19 +1232,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return retry_after(headers.get("Retry-After") if headers is not None else None)
 
 
 __all__ = ["OdooConfig", "OdooConnector"]

@@ -45,6 +45,7 @@ from connectors.identity import (
     resolve_customer,
     resolve_products,
 )
+from connectors.wire import pool
 
 USER_AGENT = "fobo-broker/0.1"
 OPEN_STATES = ("draft", "quotation", "confirmed")  # a sale Tryton still lets us change
@@ -198,11 +199,8 @@ class _Client:
 
     def _http(self) -> urllib3.PoolManager:
         if self._pool is None:
-            self._pool = urllib3.PoolManager(
-                num_pools=2, maxsize=4, retries=False,
-                timeout=urllib3.Timeout(connect=self.settings["connect_timeout"],
-                                        read=self.settings["timeout"]),
-                cert_reqs="CERT_REQUIRED" if self.settings["verify_tls"] else "CERT_NONE")
+            self._pool = pool(connect_timeout=self.settings["connect_timeout"],
+                              timeout=self.settings["timeout"], verify_tls=self.settings["verify_tls"])
         return self._pool
 
     def _post(self, method: str, params: list[Any], auth: str | None) -> Any:

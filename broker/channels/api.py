@@ -12,13 +12,13 @@ import json
 import time
 from collections.abc import Mapping
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 
 from broker.channels.base import PayloadError
 from broker.logging import register_secret
+from connectors.wire import retry_after
 
 MAX_INLINE_WAIT = 5.0
 INLINE_RETRIES = 3
@@ -30,20 +30,6 @@ class ChannelUnavailable(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 class ChannelApi:
@@ -85,7 +71,7 @@ class ChannelApi:
 
     def retry_after(self, response: requests.Response) -> float | None:
         """Seconds the channel asks us to wait; vendors with their own header override this."""
-        return retry_after_seconds(response.headers.get("Retry-After"))
+        return retry_after(response.headers.get("Retry-After"))
 
     @staticmethod
     def _checked(method: str, path: str, response: requests.Response) -> requests.Response:
@@ -100,7 +86,7 @@ class ChannelApi:
             raise PayloadError(f"{method} {path}: not found in the channel (404)")
         if status >= 500 or status in (408, 409, 425):
             raise ChannelUnavailable(f"{method} {path}: the channel answered {status}",
-                                     retry_after_seconds(response.headers.get("Retry-After")))
+                                     retry_after(response.headers.get("Retry-After")))
         raise PayloadError(f"{method} {path}: the channel answered {status}: "
                            f"{response.text[:300]}")
 

@@ -62,7 +62,7 @@ from urllib.parse import quote
 
 import requests
 
-from broker.channels.api import ChannelApi, ChannelUnavailable, retry_after_seconds
+from broker.channels.api import ChannelApi, ChannelUnavailable
 from broker.channels.base import (
     CatchUpWindow,
     Channel,
@@ -73,6 +73,7 @@ from broker.channels.base import (
 )
 from broker.channels.mapping import from_minor, pruned, utc_iso
 from broker.schemas.order import minor_units
+from connectors.wire import retry_after
 
 SIGNATURE_HEADER = "x-square-hmacsha256-signature"
 MAX_SIGNATURE_HEADER = 256  # a base64 SHA-256 is 44 characters
@@ -105,7 +106,7 @@ class SquareApi(ChannelApi):
     default_retry_after: ClassVar[float] = 1.0
 
     def retry_after(self, response: requests.Response) -> float | None:
-        wait = retry_after_seconds(response.headers.get("Retry-After"))
+        wait = retry_after(response.headers.get("Retry-After"))
         return self.default_retry_after if wait is None else wait
 
 

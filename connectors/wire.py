@@ -1,0 +1,50 @@
+"""What every HTTP connector needs on the wire: exact JSON, one pool shape, Retry-After."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import urllib3
+
+
+def exact_json(value: Any) -> str:
+    """JSON text where a Decimal keeps its exact digits as a number (never through a float)."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{exact_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(exact_json(v) for v in value) + "]"
+    if isinstance(value, datetime | date):
+        return json.dumps(value.isoformat())
+    return json.dumps(value, ensure_ascii=False)
+
+
+def pool(*, connect_timeout: float, timeout: float, verify_tls: bool) -> urllib3.PoolManager:
+    """A small pool without urllib3's own retries: the broker decides when to retry."""
+    return urllib3.PoolManager(
+        num_pools=2, maxsize=4, retries=False,
+        timeout=urllib3.Timeout(connect=connect_timeout, read=timeout),
+        cert_reqs="CERT_REQUIRED" if verify_tls else "CERT_NONE")
+
+
+def retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (RFC 9110 §10.2.3: delay-seconds or an HTTP-date)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
