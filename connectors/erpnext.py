@@ -99,7 +99,7 @@ from connectors.identity import (
     resolve_customer,
     resolve_products,
 )
-from connectors.wire import exact_json, pool, retry_after
+from connectors.wire import exact_json, network_reason, pool, retry_after
 
 USER_AGENT = "fobo-broker/0.1 (erpnext connector)"
 SO, SI = "Sales Order", "Sales Invoice"
@@ -815,7 +815,7 @@ class ErpNextConnector(Connector):
                                         redirect=False)
         except urllib3.exceptions.HTTPError as exc:
             raise TransientError(self._redact(f"ERPNext at {self._origin} unreachable during "
-                                              f"{subject}: {_reason(exc)}")) from exc
+                                              f"{subject}: {network_reason(exc)}")) from exc
         try:
             answer = json.loads(resp.data, parse_float=Decimal) if resp.data else {}
         except ValueError:
@@ -979,13 +979,6 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
-        return "no answer in time (it may still have been saved; the next attempt looks it up)"
-    while (inner := exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)) \
-            and isinstance(inner, BaseException) and inner is not exc:
-        exc = inner
-    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 

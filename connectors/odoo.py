@@ -103,7 +103,7 @@ from connectors.identity import (
     resolve_customer,
     resolve_products,
 )
-from connectors.wire import exact_json, pool, retry_after
+from connectors.wire import exact_json, network_reason, pool, retry_after
 
 USER_AGENT = "fobo-broker/0.1 (odoo connector)"
 PROTOCOLS = ("json2", "jsonrpc", "xmlrpc")
@@ -357,7 +357,7 @@ class _Client:
             response = self._http().request("POST", self.base + path, body=body, headers=headers,
                                             redirect=False)
         except urllib3.exceptions.HTTPError as exc:
-            raise TransientError(f"Odoo at {_origin(self.base)} unreachable: {_reason(exc)}"
+            raise TransientError(f"Odoo at {_origin(self.base)} unreachable: {network_reason(exc)}"
                                  ) from exc
         return response.status, response.headers, response.data
 
@@ -1222,13 +1222,6 @@ def _snippet(data: bytes) -> str:
     return " ".join(text.split())[:300] or "(empty body)"
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
-        return "no answer in time"
-    while (inner := exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)) \
-            and isinstance(inner, BaseException) and inner is not exc:
-        exc = inner
-    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -48,3 +48,13 @@ def retry_after(value: str | None) -> float | None:
         when = when if when.tzinfo else when.replace(tzinfo=UTC)
         seconds = (when - datetime.now(UTC)).total_seconds()
     return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def network_reason(exc: BaseException) -> str:
+    """The root cause of a urllib3 failure in a few words an operator can act on."""
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return "no answer in time (it may still have been saved; the next attempt looks it up)"
+    while (inner := exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)) \
+            and isinstance(inner, BaseException) and inner is not exc:
+        exc = inner
+    return f"{type(exc).__name__}: {exc}"[:300]
