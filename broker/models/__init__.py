@@ -1,5 +1,6 @@
 """The data model: setup (sources, connectors, routes), orders, deliveries, identity."""
 
+from broker.models.audit import AuditEntry, SigningKey
 from broker.models.deliveries import Delivery, DeliveryAttempt, DeliveryStatus
 from broker.models.identity import Client, IdempotencyKey, Token
 from broker.models.links import IdentityLink
@@ -7,7 +8,7 @@ from broker.models.orders import EventStatus, InboundEvent, Order, OrderVersion,
 from broker.models.setup import Connector, Route, Source
 
 __all__ = [
-    "Client", "Connector", "Delivery", "DeliveryAttempt", "DeliveryStatus", "EventStatus",
-    "IdempotencyKey", "IdentityLink", "InboundEvent", "Order", "OrderVersion", "Route", "Source",
-    "TimelineEntry", "Token",
+    "AuditEntry", "Client", "Connector", "Delivery", "DeliveryAttempt", "DeliveryStatus", "EventStatus",
+    "IdempotencyKey", "IdentityLink", "InboundEvent", "Order", "OrderVersion", "Route", "SigningKey",
+    "Source", "TimelineEntry", "Token",
 ]
