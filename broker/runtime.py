@@ -17,6 +17,7 @@ from broker.db import Database
 from broker.logging import register_secret
 from broker.services.crypto import SecretBox
 from broker.settings import Settings, load_settings
+from connectors import ssrf
 
 if TYPE_CHECKING:
     from broker.models import Connector as ConnectorRow
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        ssrf.configure(allow_private=settings.allow_private_networks)
         self.db = Database(settings.database_url)
         self.box = SecretBox(settings.secret_keys)
         self._connectors: dict[str, tuple[str, Connector]] = {}

@@ -46,6 +46,7 @@ class Settings:
     web_workers: int
     web_worker_class: str
     worker_concurrency: int
+    allow_private_networks: bool
 
     @property
     def embedded(self) -> bool:
@@ -129,7 +130,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     kinds = {"max_body_bytes": int, "webhook_tolerance": int, "lease_seconds": int,
              "sweep_interval": float, "max_attempts": int, "retry_base": float,
              "retry_cap": float, "claim_batch": int, "token_ttl": int, "log_json": bool,
-             "web_workers": int, "worker_concurrency": int}
+             "web_workers": int, "worker_concurrency": int,
+             "allow_private_networks": bool}
     clean: dict[str, object] = {"data_dir": data_dir}
     for field in dataclasses.fields(Settings):
         if field.name in ("data_dir", "secret_keys"):
@@ -156,6 +158,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     if str(clean["log_level"]).upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"BROKER_LOG_LEVEL={clean['log_level']!r}: use DEBUG, INFO, WARNING or ERROR")
     clean["log_level"] = str(clean["log_level"]).upper()
+    if int(str(clean["token_ttl"])) > 900:  # a bearer JWT can be revoked only via its jti: keep it short
+        raise ConfigError(f"BROKER_TOKEN_TTL={clean['token_ttl']!r}: at most 900 seconds")
     if clean["web_worker_class"] not in {"gevent", "sync", "gthread"}:
         raise ConfigError(f"BROKER_WEB_WORKER_CLASS={clean['web_worker_class']!r}: "
                           "use gevent, sync or gthread")

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import secrets
-import socket
 import stat
 import tempfile
 import threading
@@ -40,6 +39,7 @@ from connectors.config import ConfigSchema, Secret
 from connectors.errors import PermanentError, TransientError
 from connectors.identity import anchors_field, customer_links, mapped, resolve_customer
 from connectors.money import minor_units
+from connectors.ssrf import connect_tcp
 
 log = logging.getLogger(__name__)
 FORMATS = ("edifact", "x12", "csv")
@@ -625,7 +625,7 @@ class SftpFolder:
         host, port, user = self.s["sftp_host"], self.s["sftp_port"], self.s["sftp_user"]
         expected = _host_key(self.s["sftp_host_key"])
         try:
-            sock = socket.create_connection((host, port), timeout=timeout)
+            sock = connect_tcp(host, port, timeout)  # SSRF guard: a checked, pinned address
         except OSError as exc:
             raise TransientError(f"SFTP server {self.origin} unreachable: {type(exc).__name__}: "
                                  f"{exc}; will retry") from exc

@@ -23,6 +23,7 @@ from marshmallow import ValidationError, fields, validate, validates, validates_
 from connectors.base import Connector, PushContext, PushResult
 from connectors.config import ConfigSchema, Secret
 from connectors.errors import PermanentError, TransientError
+from connectors.ssrf import GuardedPoolManager, guard_session
 from connectors.wire import retry_after
 
 USER_AGENT = "fobo-broker/0.1"
@@ -286,7 +287,7 @@ class HttpConnector(Connector):
             return self._pool
         with self._lock:
             if self._pool is None:
-                self._pool = urllib3.PoolManager(
+                self._pool = GuardedPoolManager(  # SSRF guard: checked, pinned addresses
                     num_pools=4, maxsize=8, retries=False,
                     timeout=urllib3.Timeout(connect=self.settings["connect_timeout"],
                                             read=self.settings["timeout"]),
@@ -320,7 +321,7 @@ class HttpConnector(Connector):
         try:
             with OAuth2Session(self._auth["client_id"], self._auth["client_secret"],
                                scope=self._auth.get("scope")) as session:
-                session.trust_env = False  # no ~/.netrc credentials or env proxies, as on urllib3
+                guard_session(session)  # SSRF guard; no ~/.netrc credentials or env proxies
                 session.register_compliance_hook("access_token_response", status_first)
                 token = session.fetch_token(
                     url, grant_type="client_credentials", verify=self.settings["verify_tls"],

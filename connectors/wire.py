@@ -12,6 +12,8 @@ from typing import Any
 
 import urllib3
 
+from connectors.ssrf import GuardedPoolManager
+
 
 def exact_json(value: Any) -> str:
     """JSON text where a Decimal keeps its exact digits as a number (never through a float)."""
@@ -27,8 +29,11 @@ def exact_json(value: Any) -> str:
 
 
 def pool(*, connect_timeout: float, timeout: float, verify_tls: bool) -> urllib3.PoolManager:
-    """A small pool without urllib3's own retries: the broker decides when to retry."""
-    return urllib3.PoolManager(
+    """A small pool without urllib3's own retries: the broker decides when to retry.
+
+    Guarded (connectors/ssrf.py): each connection goes to a checked public address.
+    """
+    return GuardedPoolManager(
         num_pools=2, maxsize=4, retries=False,
         timeout=urllib3.Timeout(connect=connect_timeout, read=timeout),
         cert_reqs="CERT_REQUIRED" if verify_tls else "CERT_NONE")

@@ -9,12 +9,29 @@ import pytest
 from fakes.sink import Sink
 from harness import Stack
 
+from connectors import ssrf
+
 STACKS = {
     "embedded": ("sqlite", "embedded"),
     "pg-redis": ("postgresql", "redis"),
     "pg-rabbitmq": ("postgresql", "rabbitmq"),
     "mariadb-redis": ("mariadb", "redis"),
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_networks_allowed() -> Iterator[None]:
+    """Every fake listens on loopback: allow private networks in-process (SSRF tests opt out)."""
+    with ssrf.policy(allow_private=True):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _ssrf_policy_restored() -> Iterator[None]:
+    """A Runtime built by a test re-applies its settings' policy; restore ours afterwards."""
+    previous = ssrf.private_allowed()
+    yield
+    ssrf.configure(allow_private=previous)
 
 
 @pytest.fixture

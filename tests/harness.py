@@ -128,6 +128,7 @@ class Stack:
             "BROKER_QUEUE_URL": queue_url(queue, tmp), "BROKER_SECRET_KEYS": TEST_KEY,
             "BROKER_RETRY_BASE": "0.3", "BROKER_RETRY_CAP": "2", "BROKER_SWEEP_INTERVAL": "1",
             "BROKER_LEASE_SECONDS": "8", "BROKER_MAX_ATTEMPTS": "5", "BROKER_LOG_JSON": "true",
+            "BROKER_ALLOW_PRIVATE_NETWORKS": "true",  # every fake listens on loopback
         }
         self.env.update({f"BROKER_{k.upper()}": str(v) for k, v in overrides.items()})
         self.settings: Settings = load_settings(self.env)

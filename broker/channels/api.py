@@ -18,6 +18,7 @@ import requests
 
 from broker.channels.base import PayloadError
 from broker.logging import register_secret
+from connectors.ssrf import Refused, guarded_session
 from connectors.wire import retry_after
 
 MAX_INLINE_WAIT = 5.0
@@ -42,7 +43,7 @@ class ChannelApi:
             raise PayloadError("the source has no API URL configured")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.session = requests.Session()
+        self.session = guarded_session()  # SSRF guard: checked, pinned public addresses only
         self.session.headers.update({"Accept": "application/json", **(headers or {})})
         self.session.auth = auth
         for secret in secrets:
@@ -57,6 +58,9 @@ class ChannelApi:
             try:
                 response = self.session.request(method, self.url(path), timeout=self.timeout,
                                                 allow_redirects=False, **kwargs)
+            except Refused as exc:
+                raise PayloadError(f"{method} {path}: the channel API URL is refused: {exc}; fix "
+                                   "the source's settings with `broker sources configure`") from None
             except requests.RequestException as exc:
                 raise ChannelUnavailable(f"{method} {path}: {type(exc).__name__}") from None
             if response.status_code == 429:

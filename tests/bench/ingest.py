@@ -627,7 +627,8 @@ class Bench:
                 "BROKER_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.db}",
                 "BROKER_QUEUE_URL": f"{REDIS}/{self.redis_db}", "BROKER_SECRET_KEYS": self._fernet,
                 "BROKER_DATA_DIR": str(data), "BROKER_LOG_LEVEL": "WARNING", "BROKER_LOG_JSON": "false",
-                "BROKER_BIND": f"127.0.0.1:{port}"}
+                "BROKER_BIND": f"127.0.0.1:{port}",
+                "BROKER_ALLOW_PRIVATE_NETWORKS": "true"}  # the fake ERP is on loopback
 
     def cli(self, env: dict[str, str], *args: str) -> Any:
         result = subprocess.run([sys.executable, "-m", "broker.cli", *args], env=env, cwd=REPO,

@@ -155,7 +155,8 @@ def test_embedded_broker_up_survives_kill_9_and_restart(tmp_path, sink, kills):
     port = free_port()
     env = {**os.environ, "BROKER_DATA_DIR": str(tmp_path), "BROKER_BIND": f"127.0.0.1:{port}",
            "BROKER_SECRET_KEYS": TEST_KEY, "BROKER_SWEEP_INTERVAL": "1",
-           "BROKER_LEASE_SECONDS": "5", "BROKER_RETRY_BASE": "0.3"}
+           "BROKER_LEASE_SECONDS": "5", "BROKER_RETRY_BASE": "0.3",
+           "BROKER_ALLOW_PRIVATE_NETWORKS": "true"}  # the fake ERP is on loopback
 
     def broker(*args: str) -> str:
         done = subprocess.run([sys.executable, "-m", "broker.cli", *args], env=env,
