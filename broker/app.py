@@ -35,13 +35,14 @@ def build_app(settings: Settings | None = None, *, runtime: Runtime | None = Non
     )
     rt = runtime or Runtime(settings)
     app.extensions["broker"] = rt
-    app.extensions["broker_oauth"] = init_oauth(app, rt.db, settings.token_ttl)
+    app.extensions["broker_oauth"] = init_oauth(app, rt)
 
     api = Api(app)
     api.spec.components.schema("Order", schema=OrderSchema)
-    from broker.api import health, oauth, orders, webhooks
+    from broker.api import audit, health, oauth, orders, webhooks, wellknown
 
-    for blueprint in (webhooks.blp, orders.blp, oauth.blp, health.blp):
+    for blueprint in (webhooks.blp, orders.blp, oauth.blp, health.blp, audit.blp,
+                      wellknown.blp):
         api.register_blueprint(blueprint)
     init_errors(app)  # after Api(), so our error shape wins over flask-smorest's
 

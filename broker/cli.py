@@ -5,6 +5,7 @@ List, show and create commands take --json so scripts can read their output.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -48,6 +49,27 @@ def _setup_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except (SetupError, LookupError) as exc:
         _fail(str(exc))
+
+
+def _actor() -> str:
+    """Who runs this command, for the audit log: cli:<OS user>."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return f"cli:uid-{os.getuid()}"
+
+
+def _check_urls(values: dict[str, Any], url_keys: tuple[str, ...] | None = None) -> None:
+    """Refuse up front a URL the SSRF guard would refuse at every connection (connectors/ssrf.py)."""
+    from connectors.ssrf import Refused, check_settings
+
+    try:
+        check_settings(values, url_keys=url_keys)
+    except Refused as exc:
+        _fail(str(exc))
+
+
+_SOURCE_URL_KEYS = ("api_url", "store_url")
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -211,6 +233,40 @@ def keys_generate() -> None:
     click.echo(Fernet.generate_key().decode())
 
 
+@keys_group.command("rotate")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def keys_rotate(as_json: bool) -> None:
+    """Rotate the access-token signing key: new tokens use a new key; the old one stays in the
+    JWKS until its last token expires. Gateways pick the new key up within seconds."""
+    report = current_app.extensions["broker_tokens"].keys.rotate(actor=_actor())
+    _out(report, as_json, f"new signing key {report['kid']} ({report['alg']}); "
+         + (f"retired {', '.join(report['retired'])}, published until {report['publish_until']}"
+            if report["retired"] else "no previous key"))
+
+
+@keys_group.command("rotate-secrets")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def keys_rotate_secrets(batch_size: int, as_json: bool) -> None:
+    """Re-encrypt every stored secret under the first key of BROKER_SECRET_KEYS.
+
+    Put a new key first (old keys after it) everywhere, restart, run this; then the old key
+    can be dropped. Safe to run again: values already under the first key are left alone.
+    """
+    from broker.services.crypto import rotate_stored_secrets
+
+    report = rotate_stored_secrets(_rt().db, _rt().box, actor=_actor(), batch_size=batch_size)
+    _out(report, as_json, "\n".join(
+        f"{r['column']}: {r['rotated']} rotated, {r['current']} already current"
+        + (f", {r['skipped']} changed meanwhile (run again)" if r["skipped"] else "")
+        + (f", {r['failed']} FAILED (no configured key opens rows {', '.join(r['failed_ids'])})"
+           if r["failed"] else "") for r in report))
+    if any(r["failed"] for r in report):
+        sys.exit(1)
+
+
 # --- sources ---------------------------------------------------------------------------
 
 @broker_group.group("sources")
@@ -255,9 +311,10 @@ def sources_add(name: str, kind: str, secret: str | None, settings: tuple[str, .
     from broker.services.sources import create_source
 
     rt = _rt()
+    _check_urls(_pairs(settings, "setting"), _SOURCE_URL_KEYS)
     source, secret = _setup_call(create_source, rt.db, rt.box, name, kind, secret,
                                  settings=_pairs(settings, "setting"),
-                                 credentials=_pairs(credentials, "credential"))
+                                 credentials=_pairs(credentials, "credential"), actor=_actor())
     url = f"{rt.settings.public_url}/webhooks/{source.name}"
     data = {"id": source.id, "name": source.name, "kind": source.kind,
             "webhook_url": url if source.kind != "rest" else None, "secret": secret}
@@ -278,9 +335,10 @@ def sources_configure(name: str, settings: tuple[str, ...], credentials: tuple[s
     from broker.services.sources import configure_source
 
     rt = _rt()
+    _check_urls(_pairs(settings, "setting"), _SOURCE_URL_KEYS)
     data = _setup_call(configure_source, rt.db, rt.box, name,
                        settings=_pairs(settings, "setting"),
-                       credentials=_pairs(credentials, "credential"))
+                       credentials=_pairs(credentials, "credential"), actor=_actor())
     rt.sources.forget(name)
     _out(data, as_json, f"source {name}: settings {json.dumps(data['settings'])}; "
          f"credentials stored: {', '.join(data['credentials']) or 'none'}")
@@ -296,7 +354,7 @@ def sources_rotate(name: str, secret: str | None, as_json: bool) -> None:
     from broker.services.sources import rotate_secret
 
     rt = _rt()
-    secret = _setup_call(rotate_secret, rt.db, rt.box, name, secret)
+    secret = _setup_call(rotate_secret, rt.db, rt.box, name, secret, actor=_actor())
     rt.sources.forget(name)  # other processes pick the new secret up within 5 s
     _out({"name": name, "secret": secret}, as_json, f"new signing secret (shown once): {secret}")
 
@@ -377,8 +435,10 @@ def connectors_add(name: str, kind: str, config_json: str, as_json: bool) -> Non
         config = json.loads(config_json)
     except ValueError as exc:
         _fail(f"--config is not valid JSON: {exc}")
+    if isinstance(config, dict):
+        _check_urls(config)
     rt = _rt()
-    row, created = _setup_call(upsert_connector, rt.db, rt.box, name, kind, config)
+    row, created = _setup_call(upsert_connector, rt.db, rt.box, name, kind, config, actor=_actor())
     _out({"id": row.id, "name": row.name, "kind": row.kind, "queue": row.queue,
           "created": created}, as_json,
          f"connector {name} {'created' if created else 'updated'} (queue {row.queue})")
@@ -439,7 +499,7 @@ def routes_add(source: str, connector: str, channel: tuple[str, ...], tags: tupl
 
     filters = {"channel": list(channel), "tags": list(tags), "currency": list(currency),
                "country": list(country)}
-    route = _setup_call(add_route, _rt().db, source, connector, filters)
+    route = _setup_call(add_route, _rt().db, source, connector, filters, actor=_actor())
     _out({"id": route.id, "source": source, "connector": connector, "filters": route.filters},
          as_json, f"route {source} -> {connector} {route.filters or '(all orders)'}")
 
@@ -480,7 +540,7 @@ def mappings_add(connector: str, kind: str, key: str, value: str, as_json: bool)
     from broker.services.links import add_mapping
 
     rt = _rt()
-    resumed, wake = _setup_call(add_mapping, rt.db, connector, kind, key, value)
+    resumed, wake = _setup_call(add_mapping, rt.db, connector, kind, key, value, actor=_actor())
     rt.publisher.wake(wake)
     _out({"connector": connector, "kind": kind, "key": key, "value": value, "resumed": resumed},
          as_json, f"{kind} {key} → {value} in {connector}; {resumed} parked deliveries resumed")
@@ -494,7 +554,7 @@ def mappings_add(connector: str, kind: str, key: str, value: str, as_json: bool)
 def mappings_remove(connector: str, kind: str, key: str) -> None:
     from broker.services.links import remove_mapping
 
-    if not _setup_call(remove_mapping, _rt().db, connector, kind, key):
+    if not _setup_call(remove_mapping, _rt().db, connector, kind, key, actor=_actor()):
         _fail(f"no {kind} mapping {key!r} in {connector}")
     click.echo(f"removed {kind} {key} from {connector}")
 
@@ -543,7 +603,7 @@ def clients_create(name: str, scope: str, source: str | None, as_json: bool) -> 
     from broker.services.setup import create_client
 
     rt = _rt()
-    client, secret = _setup_call(create_client, rt.db, rt.box, name, scope, source)
+    client, secret = _setup_call(create_client, rt.db, rt.box, name, scope, source, actor=_actor())
     _out({"name": name, "client_id": client.client_id, "client_secret": secret,
           "scope": client.scope, "token_url": f"{rt.settings.public_url}/oauth/token"}, as_json,
          f"client {name}\nclient_id: {client.client_id}\nclient_secret (shown once): {secret}\n"
@@ -617,7 +677,7 @@ def orders_replay(order_id: str) -> None:
     from broker.services.operations import replay_order
 
     rt = _rt()
-    wake = _setup_call(replay_order, rt.db, order_id)
+    wake = _setup_call(replay_order, rt.db, order_id, actor=_actor())
     rt.publisher.wake(wake)
     click.echo(f"replayed {len(wake)} deliver{'y' if len(wake) == 1 else 'ies'} of {order_id}")
 
@@ -636,7 +696,7 @@ def events_reprocess(event_id: str, as_json: bool) -> None:
     from broker.services.intake import normalise_event
 
     rt = _rt()
-    result = _setup_call(normalise_event, rt.db, event_id, force=True, box=rt.box)
+    result = _setup_call(normalise_event, rt.db, event_id, force=True, box=rt.box, actor=_actor())
     rt.publisher.wake(result.wake)
     if result.released:
         rt.publisher.normalise(event_id)
@@ -675,6 +735,36 @@ def events_show(event_id: str) -> None:
     _out(detail, True)
 
 
+# --- audit log -------------------------------------------------------------------------
+
+@broker_group.group("audit")
+def audit_group() -> None:
+    """The audit log of admin changes and operator actions."""
+
+
+@audit_group.command("list")
+@click.option("--action", default=None, help="e.g. source.configure, keys.rotate_secrets")
+@click.option("--target", default=None, help="A source/connector/client name, order or event id.")
+@click.option("--target-type", default=None)
+@click.option("--actor", default=None, help="e.g. cli:alice or an OAuth client id")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S",
+                                                      "%Y-%m-%d"]), default=None)
+@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def audit_list(action: str | None, target: str | None, target_type: str | None, actor: str | None,
+               since: datetime | None, limit: int, as_json: bool) -> None:
+    """The latest entries, newest first (--json adds before/after)."""
+    from broker.services.audit import list_entries
+
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    with _rt().db.begin() as session:
+        rows = list_entries(session, action=action, target=target, target_type=target_type,
+                            actor=actor, since=since, limit=limit)
+    _out(rows, as_json, _table(rows, ["at", "actor", "action", "target_type", "target"]))
+
+
 # --- declarative configuration ---------------------------------------------------------
 
 @broker_group.group("config")
@@ -691,7 +781,7 @@ def config_apply(path: Path, as_json: bool) -> None:
     from broker.services.declarative import apply_file
 
     rt = _rt()
-    report = _setup_call(apply_file, rt.db, rt.box, path)
+    report = _setup_call(apply_file, rt.db, rt.box, path, actor=_actor())
     _out(report, as_json, "\n".join(f"{k}: {', '.join(v) or '-'}" for k, v in report.items()))
 
 

@@ -1,4 +1,8 @@
-"""`require_scope`: bearer-token guard for API views, answering in the broker's error shape."""
+"""`require_scope`: bearer-token guard for API views, answering in the broker's error shape.
+
+The token must be one of our JWT access tokens (signature, alg, kid, typ, iss, aud, exp:
+broker.identity.tokens.verify) whose jti is recorded and not revoked, for a live client.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,13 @@ from authlib.oauth2.rfc6750 import BearerTokenValidator
 from flask import current_app, g, request
 
 from broker.errors import ApiError
-from broker.identity.server import AccessToken, find_token
-
-MAX_TOKEN_LENGTH = 8192
+from broker.identity.server import AccessToken, TokenService
 
 
 class _Validator(BearerTokenValidator):
     def authenticate_token(self, token_string: str) -> AccessToken | None:
-        if len(token_string) > MAX_TOKEN_LENGTH:
-            return None
-        return find_token(current_app.extensions["broker"].db, token_string)
+        tokens: TokenService = current_app.extensions["broker_tokens"]
+        return tokens.find(token_string)
 
 
 _validator = _Validator()

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from broker.db import Database
 from broker.models import Source
+from broker.services import audit
 from broker.services.crypto import SecretBox
 from broker.services.setup import add_route, upsert_connector
 from broker.services.sources import SetupError, configure_source, create_source
@@ -39,7 +40,9 @@ def expand(value: Any, where: str = "") -> Any:
     return value
 
 
-def apply_file(db: Database, box: SecretBox, path: Path) -> dict[str, list[str]]:
+def apply_file(db: Database, box: SecretBox, path: Path, *,
+               actor: str = audit.SYSTEM) -> dict[str, list[str]]:
+    """Apply the file; each change is audited as `actor` by the service that makes it."""
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -60,19 +63,19 @@ def apply_file(db: Database, box: SecretBox, path: Path) -> dict[str, list[str]]
         settings, credentials = item.get("settings") or {}, item.get("credentials") or {}
         if not exists:
             create_source(db, box, name, kind, item.get("secret"), settings=settings,
-                          credentials=credentials)
+                          credentials=credentials, actor=actor)
             report["sources"].append(name)
         elif settings or credentials:
-            configure_source(db, box, name, settings=settings, credentials=credentials)
+            configure_source(db, box, name, settings=settings, credentials=credentials, actor=actor)
             report["sources"].append(name)
     for i, item in enumerate(document.get("connectors") or []):
         if not item.get("name") or not item.get("kind"):
             raise SetupError(f"connectors.{i}: name and kind are required")
-        upsert_connector(db, box, item["name"], item["kind"], item.get("config") or {})
+        upsert_connector(db, box, item["name"], item["kind"], item.get("config") or {}, actor=actor)
         report["connectors"].append(item["name"])
     for i, item in enumerate(document.get("routes") or []):
         if not item.get("source") or not item.get("connector"):
             raise SetupError(f"routes.{i}: source and connector are required")
-        add_route(db, item["source"], item["connector"], item.get("filters") or {})
+        add_route(db, item["source"], item["connector"], item.get("filters") or {}, actor=actor)
         report["routes"].append(f"{item['source']}->{item['connector']}")
     return report

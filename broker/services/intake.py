@@ -20,6 +20,7 @@ from broker.channels.base import Channel, Patch, PayloadError, channel_for
 from broker.db import Database, insert_ignore, utcnow
 from broker.models import EventStatus, IdempotencyKey, InboundEvent, Order, OrderVersion, Source
 from broker.schemas.order import flatten_errors, load_order
+from broker.services import audit
 from broker.services.crypto import SecretBox
 from broker.services.orders import VersionOutcome, apply_version
 from broker.services.routing import RouteTable
@@ -201,13 +202,18 @@ def _defer(db: Database, event_id: str, source_name: str, reason: str,
 
 
 def normalise_event(db: Database, event_id: str, *, force: bool = False,
-                    box: SecretBox | None = None) -> NormaliseResult:
+                    box: SecretBox | None = None, actor: str = audit.SYSTEM) -> NormaliseResult:
     """Normalise one event in its own transaction; `force` reprocesses a rejected one.
 
-    A thin payload is enriched from the channel API first, outside the transaction.
+    A thin payload is enriched from the channel API first, outside the transaction. A forced
+    reprocess is an operator action, so it is audited (as `actor`) with the outcome.
     """
     enriched = _enrich(db, box, event_id)
     if isinstance(enriched, NormaliseResult):
+        if force:
+            with db.begin() as session:
+                event = session.get(InboundEvent, event_id)
+                _audit_reprocess(session, actor, event_id, event.status if event else None, None, enriched)
         return enriched
     with db.begin() as session:
         event = session.execute(select(InboundEvent).where(InboundEvent.id == event_id)
@@ -217,16 +223,28 @@ def normalise_event(db: Database, event_id: str, *, force: bool = False,
         source = session.get(Source, event.source_id)
         if event.status != EventStatus.RECEIVED and not force:
             return NormaliseResult(event.status, event.error, source.name)
+        before_status, before_error = event.status, event.error
         payload = None
         if enriched is not None and enriched.error:
             event.attempts += 1
             event.status, event.error = EventStatus.REJECTED, enriched.error
-            return NormaliseResult(event.status, event.error, source.name)
-        if enriched is not None:
-            payload, event.fetched = enriched.payload, enriched.fetched
-        result = _normalise(session, event, source, _channel(source), payload)
-        result.released = release_parked(session, result.created)
+            result = NormaliseResult(event.status, event.error, source.name)
+        else:
+            if enriched is not None:
+                payload, event.fetched = enriched.payload, enriched.fetched
+            result = _normalise(session, event, source, _channel(source), payload)
+            result.released = release_parked(session, result.created)
+        if force:
+            _audit_reprocess(session, actor, event_id, before_status, before_error, result)
         return result
+
+
+def _audit_reprocess(session: Session, actor: str, event_id: str, status: str | None,
+                     error: str | None, result: NormaliseResult) -> None:
+    audit.record(session, actor=actor, action="event.reprocess", target_type="event", target=event_id,
+                 before={"status": status, "error": error},
+                 after={"status": result.status, "error": result.error,
+                        "orders": [o.order_id for o in result.outcomes]})
 
 
 def _safe_parse(body: bytes) -> Any:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from broker.db import Database, insert_ignore, utcnow
 from broker.models import Connector, Delivery, DeliveryStatus, IdentityLink
-from broker.services import timeline
+from broker.services import audit, timeline
 from broker.services.sources import SetupError
 from connectors.base import LINK_KINDS, Link, Links
 from connectors.identity import ANCHORS, customer_keys
@@ -65,7 +65,7 @@ def _connector(session: Session, name: str) -> Connector:
 
 
 def add_mapping(db: Database, connector_name: str, kind: str, key: str, value: str,
-                actor: str = "cli") -> tuple[int, list[tuple[str, str]]]:
+                actor: str = audit.SYSTEM) -> tuple[int, list[tuple[str, str]]]:
     """Map a front-office key to a back-office id and resume the deliveries parked for it.
 
     Returns (deliveries resumed, connectors to wake).
@@ -81,8 +81,10 @@ def add_mapping(db: Database, connector_name: str, kind: str, key: str, value: s
             "connector_id": connector.id, "kind": kind, "key": key, "value": value,
             "origin": "admin", "created_at": now, "updated_at": now},
             unique=("connector_id", "kind", "key"))
+        before = None
         if not inserted:
             link = session.get(IdentityLink, link_id)
+            before = {"value": link.value, "origin": link.origin}
             link.value, link.origin, link.updated_at = value, "admin", now
         parked = session.execute(select(Delivery.id, Delivery.order_id).where(
             Delivery.connector_id == connector.id, Delivery.status == DeliveryStatus.PARKED,
@@ -91,6 +93,10 @@ def add_mapping(db: Database, connector_name: str, kind: str, key: str, value: s
             timeline.record(session, order_id, "resumed",
                             f"{kind} {key} mapped to {value} in {connector.name} by {actor}",
                             delivery_id=delivery_id)
+        audit.record(session, actor=actor, action="mapping.add", target_type="mapping",
+                     target=f"{connector.name}/{kind}/{key}", before=before,
+                     after={"connector": connector.name, "kind": kind, "key": key, "value": value,
+                            "origin": "admin", "resumed": len(parked)})
         if parked:
             session.execute(update(Delivery).where(Delivery.id.in_([d for d, _ in parked])).values(
                 status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now, parked_reason=None,
@@ -98,13 +104,19 @@ def add_mapping(db: Database, connector_name: str, kind: str, key: str, value: s
         return len(parked), [(connector.id, connector.queue)] if parked else []
 
 
-def remove_mapping(db: Database, connector_name: str, kind: str, key: str) -> bool:
+def remove_mapping(db: Database, connector_name: str, kind: str, key: str, *,
+                   actor: str = audit.SYSTEM) -> bool:
+    """Delete one mapping (audited); False when there was none."""
     with db.begin() as session:
         connector = _connector(session, connector_name)
         link = session.execute(select(IdentityLink).where(
             IdentityLink.connector_id == connector.id, IdentityLink.kind == kind,
             IdentityLink.key == key)).scalar_one_or_none()
         if link is not None:
+            audit.record(session, actor=actor, action="mapping.remove", target_type="mapping",
+                         target=f"{connector.name}/{kind}/{key}",
+                         before={"connector": connector.name, "kind": kind, "key": key,
+                                 "value": link.value, "origin": link.origin})
             session.delete(link)
         return link is not None
 

@@ -11,6 +11,7 @@ from broker.db import Database
 from broker.identity.server import SCOPES, digest, new_client_credentials
 from broker.models import Client, Connector, Route, Source
 from broker.schemas.order import flatten_errors
+from broker.services import audit
 from broker.services.crypto import SecretBox
 from broker.services.routing import FILTER_KEYS
 from broker.services.sources import REST_KIND, SetupError, check_name, create_source
@@ -35,8 +36,11 @@ def validate_connector_config(kind: str, config: dict[str, Any]) -> tuple[dict, 
 
 
 def upsert_connector(db: Database, box: SecretBox, name: str, kind: str,
-                     config: dict[str, Any]) -> tuple[Connector, bool]:
-    """Create or reconfigure a connector; a secret left out on update keeps the stored one."""
+                     config: dict[str, Any], *, actor: str = audit.SYSTEM) -> tuple[Connector, bool]:
+    """Create or reconfigure a connector; a secret left out on update keeps the stored one.
+
+    Audited when something changed: the public config in clear, secrets by name only.
+    """
     check_name(name, "connector")
     with db.begin() as session:
         stored = session.execute(select(Connector).where(Connector.name == name)).scalar_one_or_none()
@@ -52,20 +56,33 @@ def upsert_connector(db: Database, box: SecretBox, name: str, kind: str,
     with db.begin() as session:
         row = session.execute(select(Connector).where(Connector.name == name)).scalar_one_or_none()
         created = row is None
+        old_public: dict[str, Any] | None = None
+        old_secrets: dict[str, Any] = {}
         if row is None:
             row = Connector(name=name, kind=kind)
             session.add(row)
         elif row.kind != kind:
             raise SetupError(f"connector {name!r} is of kind {row.kind!r}, not {kind!r}")
         else:
-            secrets = {**box.decrypt(row.secrets_encrypted, {}), **secrets}
+            old_public, old_secrets = dict(row.config or {}), box.decrypt(row.secrets_encrypted, {})
+            secrets = {**old_secrets, **secrets}
+        changed = audit.changed_names(old_secrets, secrets)
+        if created or changed or public != old_public:
+            audit.record(session, actor=actor, action="connector.create" if created else "connector.update",
+                         target_type="connector", target=name,
+                         before=None if created else {"kind": kind, "config": old_public,
+                                                      "secrets": audit.secret_names(old_secrets)},
+                         after={"kind": kind, "config": public, "secrets": audit.secret_names(secrets),
+                                "changed": changed})
         row.config = public
-        row.secrets_encrypted = box.encrypt(secrets) if secrets else None
+        if created or changed:
+            row.secrets_encrypted = box.encrypt(secrets) if secrets else None
     return row, created
 
 
 def add_route(db: Database, source: str, connector: str,
-              filters: dict[str, list[str]] | None = None) -> Route:
+              filters: dict[str, list[str]] | None = None, *, actor: str = audit.SYSTEM) -> Route:
+    """Create a route, or replace its filters; audited when it is new or its filters change."""
     filters = {k: list(v) for k, v in (filters or {}).items() if v}
     unknown = set(filters) - set(FILTER_KEYS)
     if unknown:
@@ -79,15 +96,20 @@ def add_route(db: Database, source: str, connector: str,
             raise SetupError(f"no connector named {connector!r}")
         route = session.execute(select(Route).where(
             Route.source_id == src.id, Route.connector_id == dst.id)).scalar_one_or_none()
+        before = None if route is None else {"filters": route.filters or {}}
         if route is None:
             route = Route(source_id=src.id, connector_id=dst.id)
             session.add(route)
         route.filters = filters
+        if before is None or before["filters"] != filters:
+            audit.record(session, actor=actor, action="route.create" if before is None else "route.update",
+                         target_type="route", target=f"{source}->{connector}", before=before,
+                         after={"filters": filters})
     return route
 
 
 def create_client(db: Database, box: SecretBox, name: str, scope: str,
-                  source: str | None = None) -> tuple[Client, str]:
+                  source: str | None = None, *, actor: str = audit.SYSTEM) -> tuple[Client, str]:
     """Create an API client bound to a REST source (made if absent); the secret is shown once."""
     check_name(name, "client")
     scopes = scope.split()
@@ -98,7 +120,7 @@ def create_client(db: Database, box: SecretBox, name: str, scope: str,
     with db.begin() as session:
         exists = session.execute(select(Source).where(Source.name == source)).scalar_one_or_none()
     if exists is None:
-        exists, _ = create_source(db, box, source, REST_KIND)
+        exists, _ = create_source(db, box, source, REST_KIND, actor=actor)
     client_id, secret = new_client_credentials()
     with db.begin() as session:
         if session.execute(select(Client.id).where(Client.name == name)).first():
@@ -106,4 +128,7 @@ def create_client(db: Database, box: SecretBox, name: str, scope: str,
         client = Client(client_id=client_id, name=name, secret_hash=digest(secret),
                         scope=" ".join(scopes), source_id=exists.id)
         session.add(client)
+        audit.record(session, actor=actor, action="client.create", target_type="client", target=name,
+                     after={"client_id": client_id, "scope": client.scope, "source": source,
+                            "client_secret": audit.REDACTED})
     return client, secret

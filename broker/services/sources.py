@@ -15,6 +15,7 @@ from broker.channels.base import COMMON_SETTINGS, Channel, channel_for, channel_
 from broker.db import Database
 from broker.logging import register_secret
 from broker.models import Source
+from broker.services import audit
 from broker.services.crypto import SecretBox
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -68,7 +69,8 @@ def check_settings(kind: str, settings: Mapping[str, Any], credentials: Mapping[
 def create_source(db: Database, box: SecretBox, name: str, kind: str,
                   secret: str | None = None, max_body_bytes: int | None = None, *,
                   settings: Mapping[str, Any] | None = None,
-                  credentials: Mapping[str, str] | None = None) -> tuple[Source, str | None]:
+                  credentials: Mapping[str, str] | None = None,
+                  actor: str = audit.SYSTEM) -> tuple[Source, str | None]:
     """Create a source; returns it and its signing secret (shown to the admin once)."""
     check_name(name, "source")
     if kind not in source_kinds():
@@ -86,15 +88,21 @@ def create_source(db: Database, box: SecretBox, name: str, kind: str,
                         secrets_encrypted=box.encrypt(secrets) if secrets else None,
                         credentials_encrypted=box.encrypt(credentials) if credentials else None)
         session.add(source)
+        audit.record(session, actor=actor, action="source.create", target_type="source", target=name,
+                     after={"kind": kind, "settings": settings, "max_body_bytes": max_body_bytes,
+                            "signing_secrets": [audit.REDACTED] * len(secrets),
+                            "credentials": audit.secret_names(credentials)})
     return source, secret
 
 
 def configure_source(db: Database, box: SecretBox, name: str, *,
                      settings: Mapping[str, Any] | None = None,
-                     credentials: Mapping[str, str] | None = None) -> dict[str, Any]:
+                     credentials: Mapping[str, str] | None = None,
+                     actor: str = audit.SYSTEM) -> dict[str, Any]:
     """Merge settings and credentials into a source (an empty value removes one).
 
-    Returns the settings and the names (never the values) of the stored credentials.
+    Returns the settings and the names (never the values) of the stored credentials. Audited
+    only when something changed, so re-applying the same configuration leaves no trace.
     """
     with db.begin() as session:
         source = session.execute(select(Source).where(Source.name == name)).scalar_one_or_none()
@@ -102,15 +110,25 @@ def configure_source(db: Database, box: SecretBox, name: str, *,
             raise SetupError(f"no source named {name!r}")
         check_settings(source.kind, settings or {}, credentials or {})
         merged = {**source.settings, **(settings or {})}
+        old_settings = dict(source.settings or {})
+        old_credentials = box.decrypt(source.credentials_encrypted, {})
         source.settings = {k: v for k, v in merged.items() if v not in ("", None)}
-        stored = {**box.decrypt(source.credentials_encrypted, {}), **(credentials or {})}
+        stored = {**old_credentials, **(credentials or {})}
         stored = {k: v for k, v in stored.items() if v}
-        source.credentials_encrypted = box.encrypt(stored) if stored else None
+        changed = audit.changed_names(old_credentials, stored)
+        if changed:
+            source.credentials_encrypted = box.encrypt(stored) if stored else None
+        if changed or source.settings != old_settings:
+            audit.record(session, actor=actor, action="source.configure", target_type="source",
+                         target=name, before={"settings": old_settings,
+                                              "credentials": audit.secret_names(old_credentials)},
+                         after={"settings": source.settings, "credentials": audit.secret_names(stored),
+                                "changed": changed})
         return {"name": name, "settings": source.settings, "credentials": sorted(stored)}
 
 
 def rotate_secret(db: Database, box: SecretBox, name: str, secret: str | None = None,
-                  keep_old: bool = True) -> str:
+                  keep_old: bool = True, *, actor: str = audit.SYSTEM) -> str:
     """Add a new signing secret; the old one stays valid until removed (zero-downtime rotation)."""
     with db.begin() as session:
         source = session.execute(select(Source).where(Source.name == name)).scalar_one_or_none()
@@ -119,8 +137,13 @@ def rotate_secret(db: Database, box: SecretBox, name: str, secret: str | None = 
         if source.kind == REST_KIND:
             raise SetupError("REST sources have no signing secret; their clients use OAuth")
         secret = secret or _new_secret(source.kind)
-        old = box.decrypt(source.secrets_encrypted, []) if keep_old else []
+        previous = box.decrypt(source.secrets_encrypted, [])
+        old = previous if keep_old else []
         source.secrets_encrypted = box.encrypt([secret, *old][:3])
+        audit.record(session, actor=actor, action="source.rotate_secret", target_type="source",
+                     target=name, before={"signing_secrets": [audit.REDACTED] * len(previous)},
+                     after={"signing_secrets": [audit.REDACTED] * len([secret, *old][:3]),
+                            "kept_previous": keep_old})
     return secret
 
 

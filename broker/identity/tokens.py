@@ -1,0 +1,73 @@
+"""JWT access tokens per RFC 9068: minted for a client, verified against our own key set only.
+
+Verification trusts nothing the token says about how to verify it: the algorithm must be the
+one we sign with, the key is looked up by `kid` in the broker's own key set (a `jwk`, `jku`,
+`x5u` or `x5c` header is a forgery sign and refused outright), and `typ`, `iss`, `aud`, `exp`,
+`iat` are checked before the caller looks at `jti` in the token table.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jws import extract_compact, validate_compact
+from joserfc.jwt import JWTClaimsRegistry
+
+from broker.identity.keys import ALG, LEEWAY_SECONDS, KeyStore
+
+TOKEN_TYPE = "at+jwt"
+ACCEPTED_TYPES = {"at+jwt", "application/at+jwt"}
+# Header parameters that would let a token choose its own verification key or extend the
+# rules it is checked by; our tokens carry none of them.
+FORBIDDEN_HEADERS = {"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64", "zip", "enc"}
+MAX_TOKEN_LENGTH = 8192
+
+
+def mint(keys: KeyStore, *, issuer: str, audience: str, client_id: str, scope: str,
+         ttl: int) -> tuple[str, dict[str, Any]]:
+    """A signed access token and its claims (the caller records `jti`)."""
+    kid, key = keys.signing_key()
+    now = int(time.time())
+    claims = {"iss": issuer, "sub": client_id, "aud": audience, "client_id": client_id,
+              "scope": scope, "iat": now, "exp": now + ttl, "jti": secrets.token_urlsafe(24)}
+    header = {"alg": ALG, "typ": TOKEN_TYPE, "kid": kid}
+    return jwt.encode(header, claims, key, algorithms=[ALG]), claims
+
+
+def verify(keys: KeyStore, token_string: str, *, issuer: str, audience: str) -> dict[str, Any] | None:
+    """The token's claims if it is a well-formed, unexpired access token we signed, else None."""
+    if not token_string or len(token_string) > MAX_TOKEN_LENGTH or token_string.count(".") != 2:
+        return None
+    try:
+        obj = extract_compact(token_string.encode("ascii"))
+        header = obj.headers()
+        kid = header.get("kid")
+        if (header.get("alg") != ALG or not isinstance(kid, str)
+                or str(header.get("typ", "")).lower() not in ACCEPTED_TYPES
+                or FORBIDDEN_HEADERS & set(header)):
+            return None
+        key = keys.verification_key(kid)
+        if key is None or not validate_compact(obj, key, algorithms=[ALG]):
+            return None
+        claims = json.loads(obj.payload)
+        if not isinstance(claims, dict):
+            return None
+        JWTClaimsRegistry(
+            leeway=LEEWAY_SECONDS,
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            exp={"essential": True}, iat={"essential": True},
+            sub={"essential": True}, client_id={"essential": True}, jti={"essential": True},
+        ).validate(claims)
+    except (JoseError, ValueError, TypeError, UnicodeError):
+        return None
+    if claims["sub"] != claims["client_id"] or not isinstance(claims["jti"], str):
+        return None
+    if not isinstance(claims.get("scope", ""), str):
+        return None
+    return claims
