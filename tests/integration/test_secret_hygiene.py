@@ -10,6 +10,7 @@ from broker.models import Connector, Delivery, DeliveryStatus, Source
 
 CANARY_PASSWORD = "canary-pw-7Qx9Lm2Vb4"
 CANARY_TOKEN = "canary-token-Zr8Kd3Wq1"
+CANARY_CHANNEL = "shpat_canary_Hq4Ty7Np2"
 
 
 def test_canary_secrets_stay_out_of_logs_answers_errors_and_task_arguments(stack, sink):
@@ -22,12 +23,16 @@ def test_canary_secrets_stay_out_of_logs_answers_errors_and_task_arguments(stack
     stack.route("shop", "wms")
     sink.require_basic("broker", "another-password")  # both connectors fail with 401 → dead
     client = stack.cli("clients", "create", "shopfront", "--json")
+    stack.cli("sources", "add", "shopify", "--kind", "shopify", "--secret", "shpss_canary_Vb8Xc1",
+              "--setting", "shop=acme.myshopify.com",
+              "--credential", f"access_token={CANARY_CHANNEL}")
     stack.start_worker()
     stack.webhook("shop", secret, order("S1"))
     wait_until(lambda: stack.count(Delivery, Delivery.status == DeliveryStatus.DEAD) == 2,
                message="two dead letters")
     order_id = stack.cli("orders", "list", "--json")[0]["id"]
-    canaries = [CANARY_PASSWORD, CANARY_TOKEN, secret, client["client_secret"]]
+    canaries = [CANARY_PASSWORD, CANARY_TOKEN, CANARY_CHANNEL, "shpss_canary_Vb8Xc1", secret,
+                client["client_secret"]]
 
     token = stack.client.post("/oauth/token", data={"grant_type": "client_credentials"},
                               auth=(client["client_id"], client["client_secret"])).json
@@ -39,10 +44,15 @@ def test_canary_secrets_stay_out_of_logs_answers_errors_and_task_arguments(stack
         json.dumps(stack.cli("connectors", "list", "--json")),
         json.dumps(stack.cli("sources", "list", "--json")),
         stack.worker_logs(),
+        json.dumps(stack.cli("audit", "list", "--json")),
+        json.dumps(stack.cli("events", "list", "--json")),
+        stack.client.get("/.well-known/jwks.json").get_data(True),
+        *(f.read_bytes().decode("latin-1") for f in stack.tmp.glob("queue.db*")),  # task messages
     ]
     with stack.runtime.db.begin() as session:
         stored = [c.secrets_encrypted for c in session.query(Connector)]
         stored += [s.secrets_encrypted for s in session.query(Source)]
+        stored += [s.credentials_encrypted for s in session.query(Source)]
         errors = [d.last_error for d in session.query(Delivery)]
         config = [json.dumps(c.config) for c in session.query(Connector)]
     assert all("401" in e and "credentials" in e for e in errors), errors
