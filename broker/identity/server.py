@@ -155,9 +155,8 @@ def _at(timestamp: int) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-class BrokerIntrospection(IntrospectionEndpoint):
-    """RFC 7662. A client may introspect its own tokens; an `admin` client any token.
-    Everything else — forged, expired, revoked, unknown, someone else's — is {"active": false}."""
+class _FindsTokens:
+    """Both endpoints authenticate clients the same way and look tokens up in our key set."""
 
     CLIENT_AUTH_METHODS = AUTH_METHODS
 
@@ -167,6 +166,11 @@ class BrokerIntrospection(IntrospectionEndpoint):
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | None:
         return self.tokens.find(token_string)
+
+
+class BrokerIntrospection(_FindsTokens, IntrospectionEndpoint):
+    """RFC 7662. A client may introspect its own tokens; an `admin` client any token.
+    Everything else — forged, expired, revoked, unknown, someone else's — is {"active": false}."""
 
     def check_permission(self, token: AccessToken, client: OAuthClient, request: Any) -> bool:
         return token.check_client(client) or "admin" in client.row.scope.split()
@@ -179,17 +183,8 @@ class BrokerIntrospection(IntrospectionEndpoint):
                 "token_type": "Bearer"}
 
 
-class BrokerRevocation(RevocationEndpoint):
+class BrokerRevocation(_FindsTokens, RevocationEndpoint):
     """RFC 7009. Unknown or already invalid tokens answer 200; another client's token is refused."""
-
-    CLIENT_AUTH_METHODS = AUTH_METHODS
-
-    def __init__(self, tokens: TokenService) -> None:
-        super().__init__()
-        self.tokens = tokens
-
-    def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | None:
-        return self.tokens.find(token_string)
 
     def revoke_token(self, token: AccessToken, request: Any) -> None:
         self.tokens.revoke(token)
