@@ -162,15 +162,17 @@ class Enriched:
     error: str | None = None  # the channel API answered that this event cannot be mapped
 
 
-def _enrich(db: Database, box: SecretBox | None, event_id: str) -> Enriched | NormaliseResult | None:
+def _enrich(db: Database, box: SecretBox | None, event_id: str, force: bool
+            ) -> Enriched | NormaliseResult | None:
     """Outside any transaction: fetch what a thin payload lacks from the channel's API.
 
-    None when nothing is needed (or the event is gone); a NormaliseResult when the channel API
+    None when nothing is needed (the event is gone, or another worker already handled it and
+    this is no reprocess: vendor APIs are rate-limited); a NormaliseResult when the channel API
     is unavailable and the event was deferred.
     """
     with db.begin() as session:
         event = session.get(InboundEvent, event_id)
-        if event is None:
+        if event is None or (event.status != EventStatus.RECEIVED and not force):
             return None
         source = session.get(Source, event.source_id)
         session.expunge_all()
@@ -208,7 +210,7 @@ def normalise_event(db: Database, event_id: str, *, force: bool = False,
     A thin payload is enriched from the channel API first, outside the transaction. A forced
     reprocess is an operator action, so it is audited (as `actor`) with the outcome.
     """
-    enriched = _enrich(db, box, event_id)
+    enriched = _enrich(db, box, event_id, force)
     if isinstance(enriched, NormaliseResult):
         if force:
             with db.begin() as session:

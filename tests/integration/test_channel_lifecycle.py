@@ -11,6 +11,7 @@ from harness import Stack, wait_until
 from sqlalchemy import text
 
 from broker.models import Delivery, DeliveryStatus, EventStatus, InboundEvent, Order
+from broker.services.intake import normalise_event
 
 
 def booked(stack: Stack) -> int:
@@ -78,6 +79,11 @@ def test_channel_api_outage_defers_enrichment_until_it_recovers(stack: Stack, si
         event = stack.cli("events", "show", stack.cli("events", "list", "--json")[0]["id"])
         assert json.loads(event)["next_attempt_at"] and json.loads(event)["status"] == "received"
         wait_until(lambda: booked(stack) == 1, timeout=40, message="booked after the outage")
+        # A late wake-up for the handled event must not spend the vendor's rate limit again.
+        calls = len(fake.requests)
+        late = normalise_event(stack.runtime.db, stack.cli("events", "list", "--json")[0]["id"],
+                               box=stack.runtime.box)
+        assert late.status == EventStatus.NORMALISED and len(fake.requests) == calls
     assert sink.creates["250"] == 1
     assert sink.records["250"]["order"]["totals"]["total"] == "31.56"
 
