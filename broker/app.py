@@ -8,7 +8,9 @@ from typing import Any
 from flask import Flask, Response, g, request
 from flask_smorest import Api
 
+from broker.console import init_console
 from broker.errors import init_errors
+from broker.identity.issuers import IssuerDirectory
 from broker.identity.server import init_oauth
 from broker.logging import set_request_id, setup_logging
 from broker.runtime import Runtime
@@ -36,6 +38,7 @@ def build_app(settings: Settings | None = None, *, runtime: Runtime | None = Non
     rt = runtime or Runtime(settings)
     app.extensions["broker"] = rt
     app.extensions["broker_oauth"] = init_oauth(app, rt)
+    app.extensions["broker_issuers"] = IssuerDirectory(rt.db, rt.box)
 
     api = Api(app)
     api.spec.components.schema("Order", schema=OrderSchema)
@@ -44,6 +47,7 @@ def build_app(settings: Settings | None = None, *, runtime: Runtime | None = Non
     for blueprint in (webhooks.blp, orders.blp, oauth.blp, health.blp, audit.blp,
                       wellknown.blp):
         api.register_blueprint(blueprint)
+    init_console(app, rt)
     init_errors(app)  # after Api(), so our error shape wins over flask-smorest's
 
     @app.before_request

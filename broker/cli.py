@@ -5,7 +5,6 @@ List, show and create commands take --json so scripts can read their output.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shutil
@@ -22,41 +21,15 @@ from flask import current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from sqlalchemy import select
 
+from broker.cli_common import actor as _actor
+from broker.cli_common import fail as _fail
+from broker.cli_common import out as _out
+from broker.cli_common import rt as _rt
+from broker.cli_common import setup_call as _setup_call
+from broker.cli_common import table as _table
 from broker.settings import ConfigError, Settings, load_settings
 
 broker_group = AppGroup("broker", help="FOBO Broker administration.")
-
-
-def _rt() -> Any:
-    return current_app.extensions["broker"]
-
-
-def _out(data: Any, as_json: bool, text: str | None = None) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-    else:
-        click.echo(text if text is not None else json.dumps(data, indent=2, default=str))
-
-
-def _fail(message: str) -> None:
-    raise click.ClickException(message)
-
-
-def _setup_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from broker.services.sources import SetupError
-
-    try:
-        return fn(*args, **kwargs)
-    except (SetupError, LookupError) as exc:
-        _fail(str(exc))
-
-
-def _actor() -> str:
-    """Who runs this command, for the audit log: cli:<OS user>."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
-        return f"cli:uid-{os.getuid()}"
 
 
 def _check_urls(values: dict[str, Any], url_keys: tuple[str, ...] | None = None) -> None:
@@ -70,15 +43,6 @@ def _check_urls(values: dict[str, Any], url_keys: tuple[str, ...] | None = None)
 
 
 _SOURCE_URL_KEYS = ("api_url", "store_url")
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    if not rows:
-        return "(none)"
-    widths = {c: max(len(c), *(len(str(r.get(c, "") or "")) for r in rows)) for c in columns}
-    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r.get(c, "") or "").ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(lines)
 
 
 # --- running ---------------------------------------------------------------------------
@@ -449,12 +413,15 @@ def connectors_add(name: str, kind: str, config_json: str, as_json: bool) -> Non
 @with_appcontext
 def connectors_list(as_json: bool) -> None:
     from broker.models import Connector
+    from broker.services.custody import consent_health
 
-    with _rt().db.begin() as session:
+    rt = _rt()
+    with rt.db.begin() as session:
         rows = [{"id": c.id, "name": c.name, "kind": c.kind, "enabled": c.enabled,
-                 "queue": c.queue, "config": c.config}
+                 "queue": c.queue, "config": c.config, "consent": consent_health(session, rt.box, c)}
                 for c in session.execute(select(Connector).order_by(Connector.name)).scalars()]
-    _out(rows, as_json, _table(rows, ["name", "kind", "enabled", "queue"]))
+    text = [{**r, "consent": r["consent"]["summary"] if r["consent"] else ""} for r in rows]
+    _out(rows, as_json, _table(text, ["name", "kind", "enabled", "queue", "consent"]))
 
 
 @connectors_group.command("check")
@@ -470,11 +437,46 @@ def connectors_check(name: str) -> None:
         row = session.execute(select(Connector).where(Connector.name == name)).scalar_one_or_none()
     if row is None:
         _fail(f"no connector named {name!r}")
+    from broker.services.custody import consent_health
+
+    with rt.db.begin() as session:
+        consent = consent_health(session, rt.box, row)
+    if consent:  # an OAuth consent: its health first, since a check without one cannot pass
+        click.echo(f"{name}: consent {consent['summary']}")
     try:
         rt.connector(row).check()
     except ConnectorError as exc:
         _fail(f"{name}: {type(exc).__name__}: {exc}")
     click.echo(f"{name}: ok")
+
+
+@connectors_group.command("consent")
+@click.argument("name")
+@click.option("--redirect-uri", required=True,
+              help="The redirect URI registered for the broker at the authorization server.")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def connectors_consent(name: str, redirect_uri: str, as_json: bool) -> None:
+    """Connect a connector to its back office (OAuth 2.0 consent) without the console: open the
+    printed URL, approve, then paste the address the browser was sent back to."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from broker.services.custody import ConsentError, begin_consent, complete_consent
+
+    rt = _rt()
+    try:
+        url, pending = begin_consent(rt.db, rt.box, name, redirect_uri)
+        click.echo(f"Open this address in a browser, sign in and approve:\n\n  {url}\n", err=True)
+        # The address carries a one-time code, useless without this process's PKCE verifier.
+        answer = click.prompt("Paste the address the browser was sent back to", err=True)
+        params = dict(parse_qsl(urlsplit(answer.strip()).query))
+        result = complete_consent(rt.db, rt.box, pending, params, actor=_actor())
+    except ConsentError as exc:
+        _fail(str(exc))
+    rt.publisher.wake(result.pop("wake"))
+    _out(result, as_json, f"{name}: connected (scope {result['scope'] or '-'}, access token expires "
+                          f"{result['expires_at'] or 'never'}); {result['resumed']} parked "
+                          "deliveries resumed")
 
 
 # --- routes ----------------------------------------------------------------------------
@@ -793,6 +795,16 @@ def _create_app() -> Any:
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(2)
+
+
+def _register_access_commands() -> None:
+    from broker.cli_access import issuers_group, users_group  # needs the helpers above
+
+    broker_group.add_command(users_group)
+    broker_group.add_command(issuers_group)
+
+
+_register_access_commands()
 
 
 cli = FlaskGroup(name="broker", create_app=_create_app, add_default_commands=True,

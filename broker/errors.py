@@ -9,7 +9,7 @@ import logging
 import re
 from typing import Any
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,15 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
+def _console_page(status: int, message: str) -> Response | None:
+    """Console pages answer errors as pages, in the console's layout."""
+    if not request.path.startswith("/console"):
+        return None
+    response = Response(render_template("console/error.html", status=status, message=message),
+                        status=status, mimetype="text/html")
+    return response
+
+
 def init_errors(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
@@ -55,11 +64,18 @@ def init_errors(app: Flask) -> None:
                    405: "method not allowed on this URL",
                    404: "no such resource"}.get(exc.code or 500, exc.description or exc.name)
         allowed = getattr(exc, "valid_methods", None)
+        page = _console_page(exc.code or 500, message)
+        if page is not None:
+            return page
         return error_response(exc.code or 500, _slug(exc.name), message,
                               headers={"Allow": ", ".join(allowed)} if allowed else None)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
+        page = _console_page(500, "an unexpected error occurred; quote the request id "
+                             f"{g.get('request_id', '')} to your operator")
+        if page is not None:
+            return page
         return error_response(500, "internal_error",
                               "an unexpected error occurred; quote the request id to your operator")

@@ -65,6 +65,11 @@ class Runtime:
             config = merge_secrets(row.config or {}, secrets)
             cls = connector_class(row.kind)
             instance = cls(cls.Config().load(config), name=row.name)
+            spec = instance.consent()
+            if spec is not None:  # an admin's OAuth consent: tokens from the grant the broker keeps
+                from broker.services.custody import GrantTokenSource
+
+                instance.use_tokens(GrantTokenSource(self.db, self.box, row.id, row.name, spec))
             if cached:
                 cached[1].close()
             self._connectors[row.id] = (stamp, instance)

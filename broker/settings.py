@@ -41,6 +41,7 @@ class Settings:
     retry_cap: float
     claim_batch: int
     token_ttl: int
+    session_ttl: int
     log_level: str
     log_json: bool
     web_workers: int
@@ -129,7 +130,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     data_dir = Path(str(values["data_dir"])).expanduser().resolve()
     kinds = {"max_body_bytes": int, "webhook_tolerance": int, "lease_seconds": int,
              "sweep_interval": float, "max_attempts": int, "retry_base": float,
-             "retry_cap": float, "claim_batch": int, "token_ttl": int, "log_json": bool,
+             "retry_cap": float, "claim_batch": int, "token_ttl": int, "session_ttl": int, "log_json": bool,
              "web_workers": int, "worker_concurrency": int,
              "allow_private_networks": bool}
     clean: dict[str, object] = {"data_dir": data_dir}

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from connectors.config import ConfigSchema
 from connectors.errors import PermanentError
+
+if TYPE_CHECKING:
+    from connectors.tokens import ConsentSpec, TokenSource
 
 LINK_KINDS = ("customer", "product", "tax", "shipping", "payment")
 
@@ -70,10 +73,23 @@ class Connector:
     kind: ClassVar[str]
     title: ClassVar[str] = ""
     Config: ClassVar[type[ConfigSchema]] = ConfigSchema
+    tokens: TokenSource | None = None  # set by use_tokens() when consent() asks for one
 
     def __init__(self, config: Mapping[str, Any], *, name: str = "") -> None:
         self.config = config
         self.name = name or self.kind
+
+    def consent(self) -> ConsentSpec | None:
+        """The OAuth 2.0 consent this config needs (authorization code grant), else None.
+
+        When it returns a spec, the broker hands the connector a TokenSource (`use_tokens`),
+        which raises ConsentRequired (parks) until an admin has consented; see connectors.tokens.
+        """
+        return None
+
+    def use_tokens(self, source: TokenSource) -> None:
+        """Take the broker's access tokens for the consent of `consent()` (as `self.tokens`)."""
+        self.tokens = source
 
     def check(self) -> None:
         """Test the connection and credentials. Raises: TransientError, PermanentError."""

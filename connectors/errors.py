@@ -43,3 +43,15 @@ class IdentityReview(NeedsAttention):
     """A customer matches ambiguously (several candidates, or only by an unverified email)."""
 
     reason = "identity review"
+
+
+class ConsentRequired(NeedsAttention):
+    """The back office needs an admin's OAuth 2.0 consent (none yet, or its refresh failed).
+
+    Parked under kind "consent" and the connector's name; a new consent resumes the deliveries.
+    """
+
+    reason = "consent required"
+
+    def __init__(self, message: str, *, key: str, kind: str = "consent") -> None:
+        super().__init__(message, kind=kind, key=key)

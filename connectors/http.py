@@ -24,13 +24,18 @@ from connectors.base import Connector, PushContext, PushResult
 from connectors.config import ConfigSchema, Secret
 from connectors.errors import PermanentError, TransientError
 from connectors.ssrf import GuardedPoolManager, guard_session
+from connectors.tokens import ConsentSpec, consent_needed
 from connectors.wire import retry_after
 
 USER_AGENT = "fobo-broker/0.1"
 RETRYABLE = frozenset({408, 409, 425, 429})  # plus every 5xx (RELIABILITY.md 4e)
 CHECK_ID = "fobo-broker-check"
 _AUTH_NEEDS = {"none": (), "basic": ("username", "password"), "bearer": ("token",),
-               "oauth2": ("token_url", "client_id", "client_secret")}
+               "oauth2": ("token_url", "client_id", "client_secret"),
+               "oauth2_consent": ("authorize_url", "token_url", "client_id", "client_secret")}
+_AUTH_OPTIONAL = {"oauth2": ("scope",), "oauth2_consent": ("scope", "resource", "authorize_params")}
+_BROKER_AUTHORIZE_PARAMS = frozenset({"response_type", "client_id", "redirect_uri", "scope", "state",
+                                      "code_challenge", "code_challenge_method", "resource"})
 _is_url = validate.URL(schemes={"http", "https"}, require_tld=False)
 log = logging.getLogger(__name__)
 
@@ -59,15 +64,20 @@ class AuthConfig(ConfigSchema):
     password = Secret()
     token = Secret()
     token_url = fields.String(validate=_url())
+    authorize_url = fields.String(validate=_url())  # oauth2_consent: the admin's browser goes here
     client_id = fields.String()
     client_secret = Secret()
     scope = fields.String()
+    resource = fields.String()  # oauth2_consent: RFC 8707 resource indicator, if the IdP wants one
+    # oauth2_consent: vendor extras for the authorization request, e.g. {"access_type": "offline"}
+    authorize_params = fields.Dict(values=fields.String(), keys=fields.String(validate=validate.NoneOf(
+        sorted(_BROKER_AUTHORIZE_PARAMS), error="set by the broker, or a field of its own")))
 
     @validates_schema
     def _fields_match_type(self, data: dict[str, Any], **kwargs: Any) -> None:
         kind = data.get("type", "none")
         needs = _AUTH_NEEDS[kind]
-        allowed = {"type", *needs, *(("scope",) if kind == "oauth2" else ())}
+        allowed = {"type", *needs, *_AUTH_OPTIONAL.get(kind, ())}
         errors = {f: [f"required for auth type '{kind}'"] for f in needs if not data.get(f)}
         errors.update({f: [f"not used by auth type '{kind}'"] for f in data if f not in allowed})
         if errors:
@@ -149,7 +159,18 @@ class HttpConnector(Connector):
         self._pool: urllib3.PoolManager | None = None
         self._token: str | None = None
         self._token_renew_at = 0.0
+        self._consent_token: str | None = None  # the last token of the consent, for redaction
         self._lock = threading.Lock()
+
+    def consent(self) -> ConsentSpec | None:
+        """Under auth type oauth2_consent: the authorization code grant an admin runs once."""
+        auth = self._auth
+        if auth["type"] != "oauth2_consent":
+            return None
+        return ConsentSpec(auth["authorize_url"], auth["token_url"], auth["client_id"],
+                           auth["client_secret"], scope=auth.get("scope"),
+                           extra={**auth.get("authorize_params", {}),
+                                  **({"resource": auth["resource"]} if auth.get("resource") else {})})
 
     def check(self) -> None:
         """Prove the back office answers and takes our credentials, without booking anything.
@@ -245,17 +266,20 @@ class HttpConnector(Connector):
 
     def _request(self, method: str, url: str, body: bytes | None = None,
                  headers: Mapping[str, str] | None = None) -> _Answer:
-        """One exchange; under oauth2 a 401 drops the cached token and retries once."""
+        """One exchange; under oauth2(_consent) a 401 renews the token and retries once."""
         answer, token = self._exchange(method, url, body, headers)
         if answer.status == 401 and self._auth["type"] == "oauth2":
             with self._lock:
                 if self._token is token:  # the very token refused (RELIABILITY 5b.2: no ==)
                     self._token = None
             answer, _ = self._exchange(method, url, body, headers)
+        elif answer.status == 401 and self._auth["type"] == "oauth2_consent":
+            answer, _ = self._exchange(method, url, body, headers, refused=token)
         return answer
 
     def _exchange(self, method: str, url: str, body: bytes | None,
-                  headers: Mapping[str, str] | None) -> tuple[_Answer, str | None]:
+                  headers: Mapping[str, str] | None, refused: str | None = None,
+                  ) -> tuple[_Answer, str | None]:
         sent = urllib3.HTTPHeaderDict({"User-Agent": USER_AGENT, "Accept": "application/json"})
         sent.update(self.settings["headers"])
         sent.update(headers or {})
@@ -264,6 +288,11 @@ class HttpConnector(Connector):
             sent["Authorization"] = f"Basic {self._basic()}"
         elif self._auth["type"] in ("bearer", "oauth2"):
             token = self._auth.get("token") or self._access_token()
+            sent["Authorization"] = f"Bearer {token}"
+        elif self._auth["type"] == "oauth2_consent":
+            if self.tokens is None:  # the broker hands one over; without it nobody consented
+                raise consent_needed(self.name)
+            token = self._consent_token = self.tokens.access_token(refused)
             sent["Authorization"] = f"Bearer {token}"
         limit = self.settings["max_response_bytes"]
         try:
@@ -360,7 +389,11 @@ class HttpConnector(Connector):
         if status in RETRYABLE or 500 <= status < 600:
             raise self._fail(TransientError, f"{said}; will retry",
                              retry_after=retry_after(answer.headers.get("Retry-After")))
-        if status in (401, 403):
+        if status in (401, 403) and self._auth["type"] == "oauth2_consent" and who != "token endpoint":
+            hint = (f"the back office refused the consent's access token: check auth.scope and "
+                    f"auth.resource of connector '{self.name}', connect it again (Console → "
+                    f"Connectors → {self.name} → Connect), then replay")
+        elif status in (401, 403):
             hint = f"check the credentials under 'auth' of connector '{self.name}', then replay"
         elif 300 <= status < 400:
             hint = (f"redirects are not followed; set the connector's URL to "
@@ -401,7 +434,7 @@ class HttpConnector(Connector):
     def _redact(self, text: str) -> str:
         """Replace every secret this connector knows, raw or encoded, with ***."""
         secrets = [self._auth.get(k) for k in ("password", "token", "client_secret")]
-        secrets.append(self._token)
+        secrets += [self._token, self._consent_token]
         if self._auth["type"] == "basic":
             secrets.append(self._basic())
         variants = {v for s in secrets if s for v in (s, quote(s, safe=""), quote(s))}

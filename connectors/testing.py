@@ -139,8 +139,15 @@ class ConnectorContract:
     def make(self, config: Mapping[str, Any]) -> Connector:
         cls = connector_class(self.kind)
         connector = cls(cls.Config().load(dict(config)), name=f"contract-{self.kind}")
+        if connector.consent() is not None and (source := self.token_source(config)) is not None:
+            connector.use_tokens(source)
         self._made.append(connector)
         return connector
+
+    def token_source(self, config: Mapping[str, Any]) -> Any:
+        """Override for a config that asks for an OAuth consent (`Connector.consent()`): the
+        connectors.tokens.TokenSource the broker would hand it, e.g. StaticTokens(a token)."""
+        return None
 
     def order(self, **kwargs: Any) -> dict[str, Any]:
         kwargs.setdefault("currency", self.money_currency)

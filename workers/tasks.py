@@ -8,7 +8,7 @@ import time
 from broker import metrics
 from broker.logging import order_context
 from broker.runtime import process_runtime
-from broker.services import catchup, delivery, intake, sweeper
+from broker.services import catchup, custody, delivery, intake, sweeper
 from workers.celery import app, settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,10 @@ def sweep() -> dict[str, int]:
     if found.events or found.connectors:
         log.info("sweep re-enqueued %d events and %d connectors", len(found.events),
                  len(found.connectors))
+    try:  # OAuth consents: refresh before expiry even without traffic; a failure shows on health
+        custody.refresh_due(rt.db, rt.box)
+    except Exception:  # never let it stop the sweep
+        log.exception("refreshing connector grants failed")
     return {"events": len(found.events), "connectors": len(found.connectors)}
 
 

@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 
 from broker.api.common import runtime
 from broker.errors import ApiError
-from broker.identity.protect import require_scope
+from broker.identity.protect import require
 from broker.services import audit
 
 blp = Blueprint("audit", __name__, url_prefix="/api/v1", description="Audit log")
@@ -19,8 +19,8 @@ FILTERS = ("action", "target_type", "target", "actor")
 
 
 def request_actor() -> str:
-    """The actor of an API call for `audit.record`: the OAuth client id of its token."""
-    return g.token.client.client_id
+    """The actor of an API call for `audit.record`: a client id, or issuer:subject."""
+    return g.principal.actor
 
 
 def _since() -> datetime | None:
@@ -57,7 +57,7 @@ def _limit() -> int:
          responses={"400": {"description": "invalid limit or since"},
                     "401": {"description": "missing or invalid token"},
                     "403": {"description": "token lacks the admin scope"}})
-@require_scope("admin")
+@require("admin")
 def list_audit() -> ResponseReturnValue:
     limit, since = _limit(), _since()
     with runtime().db.begin() as session:

@@ -13,9 +13,16 @@ from marshmallow import ValidationError
 from broker import metrics
 from broker.api.common import read_json_body, runtime
 from broker.errors import ApiError
-from broker.identity.protect import require_scope
+from broker.identity.protect import require
 from broker.logging import order_context
 from broker.models import Source
+from broker.schemas.api import (
+    MAX_PAGE,
+    OrderDetailArgsSchema,
+    OrderSearchArgsSchema,
+    OrderSummarySchema,
+    page_of,
+)
 from broker.schemas.order import flatten_errors, load_order
 from broker.services import queries
 from broker.services.intake import IdempotencyMismatch, request_fingerprint, submit_order
@@ -27,9 +34,10 @@ BEARER = [{"oauth2": []}]
 MAX_KEY = 255
 
 
-def _caller_sources() -> set[str]:
-    source_id = g.token.client.source_id
-    return {source_id} if source_id else set()
+def _caller_sources() -> set[str] | None:
+    """The sources whose orders the caller may see (None: all of them)."""
+    sources = g.principal.source_ids
+    return None if sources is None else set(sources)
 
 
 def _created_body(outcome: VersionOutcome) -> tuple[int, dict[str, Any]]:
@@ -51,7 +59,7 @@ def _created_body(outcome: VersionOutcome) -> tuple[int, dict[str, Any]]:
                     "401": {"description": "missing or invalid token"},
                     "403": {"description": "token lacks orders:write"},
                     "422": {"description": "invalid order; `fields` maps paths to messages"}})
-@require_scope("orders:write")
+@require("orders:write")
 def post_order() -> ResponseReturnValue:
     rt = runtime()
     key = request.headers.get("Idempotency-Key")
@@ -64,7 +72,7 @@ def post_order() -> ResponseReturnValue:
     except ValidationError as exc:
         raise ApiError(422, "invalid_order", "the order is invalid; see fields",
                        fields=flatten_errors(exc.messages)) from None
-    client = g.token.client
+    client = g.principal.client
     with rt.db.begin() as session:
         source = session.get(Source, client.source_id) if client.source_id else None
     if source is None:
@@ -94,32 +102,49 @@ def post_order() -> ResponseReturnValue:
 
 
 @blp.route("/orders/<order_id>", methods=["GET"])
-@blp.doc(summary="An order with its versions, deliveries and timeline", security=BEARER,
-         responses={"404": {"description": "unknown, or not visible to this client"}})
-@require_scope("orders:read")
-def get_order(order_id: str) -> ResponseReturnValue:
+@blp.doc(summary="An order with its versions, deliveries and timeline (and raw payloads on request)",
+         security=BEARER, responses={"404": {"description": "unknown, or not visible to this client"}})
+@require("orders:read")
+@blp.arguments(OrderDetailArgsSchema, location="query", as_kwargs=True)
+def get_order(order_id: str, payloads: bool = False) -> ResponseReturnValue:
     with runtime().db.begin() as session:
-        detail = queries.order_detail(session, order_id, _caller_sources())
+        detail = queries.order_detail(session, order_id, _caller_sources(), payloads=payloads)
     if detail is None:
         raise ApiError(404, "not_found", f"no order {order_id}")
     return jsonify(detail)
 
 
 @blp.route("/orders", methods=["GET"])
-@blp.doc(summary="Orders, newest first (cursor pagination)", security=BEARER,
-         parameters=[{"in": "query", "name": "limit", "schema": {"type": "integer",
-                                                                 "maximum": queries.MAX_PAGE}},
-                     {"in": "query", "name": "cursor", "schema": {"type": "string"}},
-                     {"in": "query", "name": "status", "schema": {"type": "string"}}])
-@require_scope("orders:read")
-def list_orders() -> ResponseReturnValue:
-    try:
-        limit = min(int(request.args.get("limit", 50)), queries.MAX_PAGE)
-    except ValueError:
-        raise ApiError(400, "invalid_limit", "limit must be a whole number") from None
+@blp.doc(summary="Orders, newest first, searched by number, email, channel id, back-office "
+                 "reference, status, source or received date (cursor pagination)", security=BEARER)
+@require("orders:read")
+@blp.arguments(OrderSearchArgsSchema, location="query", as_kwargs=True)
+@blp.response(200, page_of(OrderSummarySchema, "OrderPage"))
+def list_orders(limit: int, cursor: str | None = None, **filters: Any) -> ResponseReturnValue:
+    limit = min(limit, MAX_PAGE)
     with runtime().db.begin() as session:
-        items = queries.list_orders(session, source_ids=_caller_sources(), limit=limit,
-                                    before=request.args.get("cursor"),
-                                    status=request.args.get("status"))
-    next_cursor = items[-1]["id"] if len(items) == limit else None
-    return jsonify({"items": items, "next_cursor": next_cursor})
+        items = queries.list_orders(session, source_ids=_caller_sources(), limit=limit, before=cursor,
+                                    **filters)
+    return {"items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None}
+
+
+@blp.route("/orders/<order_id>/replay", methods=["POST"])
+@blp.doc(summary="Replay the order's dead or parked deliveries (needs the operator role or "
+                 "the admin scope); pushes are idempotent, so nothing is booked twice",
+         security=[{"oauth2": ["admin"]}],
+         responses={"202": {"description": "deliveries made due again"},
+                    "403": {"description": "caller may not operate"},
+                    "404": {"description": "unknown, or not visible to this caller"}})
+@require("operate")
+def replay(order_id: str) -> ResponseReturnValue:
+    from broker.api.audit import request_actor
+    from broker.services.operations import replay_order
+
+    rt = runtime()
+    with rt.db.begin() as session:
+        visible = queries.order_visible(session, order_id, _caller_sources())
+    if not visible:
+        raise ApiError(404, "not_found", f"no order {order_id}")
+    wake = replay_order(rt.db, order_id, actor=request_actor())
+    rt.publisher.wake(wake)
+    return jsonify({"id": order_id, "replayed": len(wake)}), 202

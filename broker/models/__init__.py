@@ -1,5 +1,6 @@
 """The data model: setup (sources, connectors, routes), orders, deliveries, identity."""
 
+from broker.models.access import ConnectorGrant, ConsoleSession, LoginThrottle, TrustedIssuer, User
 from broker.models.audit import AuditEntry, SigningKey
 from broker.models.deliveries import Delivery, DeliveryAttempt, DeliveryStatus
 from broker.models.identity import Client, IdempotencyKey, Token
@@ -8,7 +9,8 @@ from broker.models.orders import EventStatus, InboundEvent, Order, OrderVersion,
 from broker.models.setup import Connector, Route, Source
 
 __all__ = [
-    "AuditEntry", "Client", "Connector", "Delivery", "DeliveryAttempt", "DeliveryStatus", "EventStatus",
-    "IdempotencyKey", "IdentityLink", "InboundEvent", "Order", "OrderVersion", "Route", "SigningKey",
-    "Source", "TimelineEntry", "Token",
+    "AuditEntry", "Client", "Connector", "ConnectorGrant", "ConsoleSession", "Delivery",
+    "DeliveryAttempt", "DeliveryStatus", "EventStatus", "IdempotencyKey", "IdentityLink",
+    "InboundEvent", "LoginThrottle", "Order", "OrderVersion", "Route", "SigningKey", "Source",
+    "TimelineEntry", "Token", "TrustedIssuer", "User",
 ]

@@ -79,7 +79,8 @@ def rotate_stored_secrets(db: Database, box: SecretBox, *, actor: str,
     for table, column in encrypted_columns():
         tally: dict[str, Any] = {"column": f"{table.name}.{column.name}", "rotated": 0, "current": 0,
                                  "skipped": 0, "failed": 0, "failed_ids": []}
-        pk, last = table.c.id, ""
+        # Keyset pages by the primary key: `id`, or e.g. connector_grants.connector_id.
+        pk, last = next(iter(table.primary_key.columns)), ""
         while True:
             with db.begin() as session:
                 rows = session.execute(select(pk, column).where(column.is_not(None), pk > last)

@@ -33,6 +33,12 @@ def order_summary(order: Order, source_name: str) -> dict[str, Any]:
             "updated_at": _iso(order.updated_at)}
 
 
+def order_visible(session: Session, order_id: str, source_ids: set[str] | None) -> bool:
+    """Whether the order exists for a caller limited to `source_ids` (None: every source)."""
+    source_id = session.execute(select(Order.source_id).where(Order.id == order_id)).scalar()
+    return source_id is not None and (source_ids is None or source_id in source_ids)
+
+
 def order_detail(session: Session, order_id: str, source_ids: set[str] | None = None,
                  ) -> dict[str, Any] | None:
     """The order and its journey; None when absent or outside `source_ids` (no BOLA)."""

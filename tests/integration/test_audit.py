@@ -366,7 +366,8 @@ def test_rotate_secrets_lets_the_old_key_go_and_everything_still_works(db_stack,
     rekey(stack, new_key, TEST_KEY)
     assert opens_with(new_key, stored_tokens(stack)) == 0  # without rotation, dropping TEST_KEY breaks all
     report = {r["column"]: r for r in stack.cli("keys", "rotate-secrets", "--batch-size", "1", "--json")}
-    assert {c: (r["rotated"], r["current"], r["failed"]) for c, r in report.items()} == {
+    assert {c: (r["rotated"], r["current"], r["failed"]) for c, r in report.items()
+            if r["rotated"] or r["current"] or r["failed"]} == {  # columns with no value left out
         "sources.secrets_encrypted": (2, 0, 0), "sources.credentials_encrypted": (1, 0, 0),
         "connectors.secrets_encrypted": (1, 0, 0), "signing_keys.private_encrypted": (1, 0, 0)}
     assert opens_with(new_key, stored_tokens(stack)) == 5

@@ -9,6 +9,7 @@ from fakes.sink import Sink
 from harness import free_port
 
 from connectors.testing import ConnectorContract
+from connectors.tokens import StaticTokens
 
 TOKEN = "contract-bearer-canary-7c1f"
 
@@ -57,3 +58,24 @@ class TestHttpConnectorContract(ConnectorContract):
     def unreachable_config(self, config: dict[str, Any]) -> dict[str, Any]:
         return {**config, "url": f"http://127.0.0.1:{free_port()}/orders", "timeout": 2,
                 "lookup_url": f"http://127.0.0.1:{free_port()}/orders/by-external/{{external_id}}"}
+
+
+class TestHttpConnectorConsentContract(TestHttpConnectorContract):
+    """The same contract under auth type oauth2_consent: the bearer comes from the broker's
+    TokenSource (an admin's consent); a token the back office refuses is permanent."""
+
+    @pytest.fixture
+    def config(self, server: Sink) -> dict[str, Any]:
+        auth = {"type": "oauth2_consent", "authorize_url": "https://idp.example.com/authorize",
+                "token_url": "https://idp.example.com/token", "client_id": "broker",
+                "client_secret": "contract-consent-client-secret-3b9d", "scope": "orders"}
+        return {"url": server.url + "/orders", "timeout": 5,
+                "lookup_url": server.url + "/orders/by-external/{external_id}", "auth": auth}
+
+    @pytest.fixture
+    def bad_credentials_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {**config, "auth": {**config["auth"], "client_id": "revoked-consent"}}
+
+    def token_source(self, config: Any) -> StaticTokens:
+        good = config["auth"]["client_id"] == "broker"
+        return StaticTokens(TOKEN if good else "revoked-consent-canary-token")

@@ -6,11 +6,13 @@ import json
 
 from harness import order, wait_until
 
-from broker.models import Connector, Delivery, DeliveryStatus, Source
+from broker.models import Connector, Delivery, DeliveryStatus, Source, TrustedIssuer, User
 
 CANARY_PASSWORD = "canary-pw-7Qx9Lm2Vb4"
 CANARY_TOKEN = "canary-token-Zr8Kd3Wq1"
 CANARY_CHANNEL = "shpat_canary_Hq4Ty7Np2"
+CANARY_ISSUER = "canary-oidc-secret-Mn5Pq8"
+CANARY_ADMIN = "canary-admin-password-Jt6Rw3"
 
 
 def test_canary_secrets_stay_out_of_logs_answers_errors_and_task_arguments(stack, sink):
@@ -26,13 +28,23 @@ def test_canary_secrets_stay_out_of_logs_answers_errors_and_task_arguments(stack
     stack.cli("sources", "add", "shopify", "--kind", "shopify", "--secret", "shpss_canary_Vb8Xc1",
               "--setting", "shop=acme.myshopify.com",
               "--credential", f"access_token={CANARY_CHANNEL}")
+    stack.cli("issuers", "add", "corp", "--issuer", "https://login.example.com",
+              "--audience", "fobo", "--client-id", "broker", "--client-secret", CANARY_ISSUER)
+    created = stack.app.test_cli_runner().invoke(
+        args=["broker", "users", "create-admin", "root", "--password-stdin"], input=CANARY_ADMIN + "\n")
+    assert created.exit_code == 0, created.output
+    page = stack.client.get("/console/login").get_data(True)
+    csrf = page.split('name="csrf_token" value="')[1].split('"')[0]
+    refused = stack.client.post("/console/login", data={  # a wrong password: refused, not echoed
+        "username": "root", "password": CANARY_ADMIN + "x", "csrf_token": csrf})
+    assert refused.status_code == 401
     stack.start_worker()
     stack.webhook("shop", secret, order("S1"))
     wait_until(lambda: stack.count(Delivery, Delivery.status == DeliveryStatus.DEAD) == 2,
                message="two dead letters")
     order_id = stack.cli("orders", "list", "--json")[0]["id"]
     canaries = [CANARY_PASSWORD, CANARY_TOKEN, CANARY_CHANNEL, "shpss_canary_Vb8Xc1", secret,
-                client["client_secret"]]
+                client["client_secret"], CANARY_ISSUER, CANARY_ADMIN]
 
     token = stack.client.post("/oauth/token", data={"grant_type": "client_credentials"},
                               auth=(client["client_id"], client["client_secret"])).json
@@ -46,6 +58,9 @@ def test_canary_secrets_stay_out_of_logs_answers_errors_and_task_arguments(stack
         stack.worker_logs(),
         json.dumps(stack.cli("audit", "list", "--json")),
         json.dumps(stack.cli("events", "list", "--json")),
+        json.dumps(stack.cli("issuers", "list", "--json")),
+        json.dumps(stack.cli("users", "list", "--json"), default=str),
+        refused.get_data(True),
         stack.client.get("/.well-known/jwks.json").get_data(True),
         *(f.read_bytes().decode("latin-1") for f in stack.tmp.glob("queue.db*")),  # task messages
     ]
@@ -55,6 +70,8 @@ def test_canary_secrets_stay_out_of_logs_answers_errors_and_task_arguments(stack
         stored += [s.credentials_encrypted for s in session.query(Source)]
         errors = [d.last_error for d in session.query(Delivery)]
         config = [json.dumps(c.config) for c in session.query(Connector)]
+        stored += [i.client_secret_encrypted for i in session.query(TrustedIssuer)]
+        stored += [u.password_hash for u in session.query(User)]
     assert all("401" in e and "credentials" in e for e in errors), errors
     for canary in canaries:
         for text in filter(None, [*answers, *errors, *config, *stored]):

@@ -1,0 +1,34 @@
+"""The web console for IT admins: server-rendered pages, sign-in, a strict CSP."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+
+from broker.console.sessions import DbSessionInterface
+from broker.runtime import Runtime
+
+# No inline script or style, nothing from elsewhere, no framing, forms post only to us.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+       "base-uri 'none'")
+
+
+def init_console(app: Flask, rt: Runtime) -> None:
+    from broker.console import auth, views
+
+    secure = rt.settings.public_url.startswith("https://")
+    app.session_interface = DbSessionInterface(rt.db, rt.settings.session_ttl, secure)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(views.bp)
+    app.jinja_env.globals["csrf_token"] = auth.csrf_token
+    app.jinja_env.globals["current_user"] = auth.current_user
+
+    @app.after_request
+    def _console_headers(response: Response) -> Response:
+        if request.path.startswith("/console"):
+            response.headers["Content-Security-Policy"] = CSP
+            response.headers["X-Frame-Options"] = "DENY"
+            response.headers["Referrer-Policy"] = "no-referrer"
+            if secure:
+                response.headers["Strict-Transport-Security"] = "max-age=31536000"
+        return response

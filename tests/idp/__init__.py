@@ -1,0 +1,1 @@
+"""Test-only OpenID Connect provider (panva/oidc-provider on Node.js); see oidc.py."""
