@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from joserfc import jwt
@@ -48,30 +48,41 @@ def mint(keys: KeyStore, *, issuer: str, audience: str, client_id: str, scope: s
     return jwt.encode(header, claims, key, algorithms=[ALG]), claims
 
 
-def verify(keys: KeyStore, token_string: str, *, issuer: str, audience: str) -> dict[str, Any] | None:
-    """The token's claims if it is a well-formed, unexpired access token we signed, else None."""
-    if not token_string or len(token_string) > MAX_TOKEN_LENGTH or token_string.count(".") != 2:
+def verify_jwt(token: str, *, algorithms: Iterable[str], types: Iterable[str],
+               find_key: Callable[[Any], Any], issuer: str, audience: str,
+               essential: Iterable[str] = ()) -> dict[str, Any] | None:
+    """The claims of a compact JWS whose header passes `header_acceptable`, signed by the key
+    `find_key(kid)` returns (None: unknown), with iss, aud, exp and `essential` claims valid."""
+    if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         return None
     try:
-        obj = extract_compact(token_string.encode("ascii"))
+        obj = extract_compact(token.encode("ascii"))
         header = obj.headers()
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not header_acceptable(header, (ALG,), ACCEPTED_TYPES):
+        if not header_acceptable(header, algorithms, types):
             return None
-        key = keys.verification_key(kid)
-        if key is None or not validate_compact(obj, key, algorithms=[ALG]):
+        key = find_key(header.get("kid"))
+        if key is None or not validate_compact(obj, key, algorithms=[header["alg"]]):
             return None
         claims = json.loads(obj.payload)
         if not isinstance(claims, dict):
             return None
         JWTClaimsRegistry(
-            leeway=LEEWAY_SECONDS,
-            iss={"essential": True, "value": issuer},
-            aud={"essential": True, "value": audience},
-            exp={"essential": True}, iat={"essential": True},
-            sub={"essential": True}, client_id={"essential": True}, jti={"essential": True},
+            leeway=LEEWAY_SECONDS, iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience}, exp={"essential": True},
+            **{name: {"essential": True} for name in essential},
         ).validate(claims)
     except (JoseError, ValueError, TypeError, UnicodeError):
+        return None
+    return claims
+
+
+def verify(keys: KeyStore, token_string: str, *, issuer: str, audience: str) -> dict[str, Any] | None:
+    """The token's claims if it is a well-formed, unexpired access token we signed, else None."""
+    claims = verify_jwt(token_string, algorithms=(ALG,), types=ACCEPTED_TYPES,
+                        find_key=lambda kid: keys.verification_key(kid) if isinstance(kid, str) else None,
+                        issuer=issuer, audience=audience,
+                        essential=("iat", "sub", "client_id", "jti"))
+    if claims is None:
         return None
     if claims["sub"] != claims["client_id"] or not isinstance(claims["jti"], str):
         return None
