@@ -6,10 +6,10 @@ import secrets
 from typing import Any
 
 from flask import Flask, Response, g, request
-from flask_smorest import Api
 
+from broker.api.docs import BrokerApi, init_docs
 from broker.console import init_console
-from broker.errors import init_errors
+from broker.errors import ApiError, init_errors
 from broker.identity.issuers import IssuerDirectory
 from broker.identity.server import init_oauth
 from broker.logging import set_request_id, setup_logging
@@ -40,13 +40,28 @@ def build_app(settings: Settings | None = None, *, runtime: Runtime | None = Non
     app.extensions["broker_oauth"] = init_oauth(app, rt)
     app.extensions["broker_issuers"] = IssuerDirectory(rt.db, rt.box)
 
-    api = Api(app)
+    api = BrokerApi(app)
     api.spec.components.schema("Order", schema=OrderSchema)
-    from broker.api import audit, health, oauth, orders, webhooks, wellknown
+    from broker.api import (
+        admin_clients,
+        admin_connectors,
+        admin_deliveries,
+        admin_mappings,
+        admin_routes,
+        admin_sources,
+        audit,
+        health,
+        oauth,
+        orders,
+        webhooks,
+        wellknown,
+    )
 
     for blueprint in (webhooks.blp, orders.blp, oauth.blp, health.blp, audit.blp,
-                      wellknown.blp):
+                      wellknown.blp, admin_sources.blp, admin_connectors.blp, admin_routes.blp,
+                      admin_deliveries.blp, admin_mappings.blp, admin_clients.blp):
         api.register_blueprint(blueprint)
+    init_docs(app, api)
     init_console(app, rt)
     init_errors(app)  # after Api(), so our error shape wins over flask-smorest's
 
@@ -54,6 +69,9 @@ def build_app(settings: Settings | None = None, *, runtime: Runtime | None = Non
     def _request_id() -> None:
         g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
         set_request_id(g.request_id)
+        # PostgreSQL refuses NUL in text: a name, id or filter with one matches nothing anyway
+        if "\x00" in request.path or any("\x00" in v for v in request.args.values()):
+            raise ApiError(400, "invalid_request", "the URL contains a NUL character")
 
     @app.after_request
     def _headers(response: Response) -> Response:

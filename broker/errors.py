@@ -52,6 +52,18 @@ def _console_page(status: int, message: str) -> Response | None:
     return response
 
 
+def _field_errors(messages: Any) -> dict[str, list[str]]:
+    """webargs' {"query": {"limit": [...]}, "json": {"config": {"url": [...]}}} as
+    {"limit": [...], "config.url": [...]}: a field path, like the canonical order's errors."""
+    from broker.schemas.order import flatten_errors
+
+    fields: dict[str, list[str]] = {}
+    for location in messages.values() if isinstance(messages, dict) else [messages]:
+        for path, texts in flatten_errors(location).items():
+            fields.setdefault(path, []).extend(texts)
+    return fields
+
+
 def init_errors(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
@@ -64,6 +76,13 @@ def init_errors(app: Flask) -> None:
                    405: "method not allowed on this URL",
                    404: "no such resource"}.get(exc.code or 500, exc.description or exc.name)
         allowed = getattr(exc, "valid_methods", None)
+        messages = (getattr(exc, "data", None) or {}).get("messages")
+        if messages is not None:  # webargs (flask-smorest @blp.arguments): paths within each location
+            fields = _field_errors(messages)
+            if exc.code == 400:
+                return error_response(400, "invalid_json", "the body is not valid JSON", fields=fields)
+            return error_response(exc.code or 422, "invalid_request", "the request is invalid; see fields",
+                                  fields=fields)
         page = _console_page(exc.code or 500, message)
         if page is not None:
             return page

@@ -16,6 +16,13 @@ from broker.errors import ApiError
 from broker.identity.protect import require
 from broker.logging import order_context
 from broker.models import Source
+from broker.schemas.api import (
+    MAX_PAGE,
+    OrderDetailArgsSchema,
+    OrderSearchArgsSchema,
+    OrderSummarySchema,
+    page_of,
+)
 from broker.schemas.order import flatten_errors, load_order
 from broker.services import queries
 from broker.services.intake import IdempotencyMismatch, request_fingerprint, submit_order
@@ -95,35 +102,30 @@ def post_order() -> ResponseReturnValue:
 
 
 @blp.route("/orders/<order_id>", methods=["GET"])
-@blp.doc(summary="An order with its versions, deliveries and timeline", security=BEARER,
-         responses={"404": {"description": "unknown, or not visible to this client"}})
+@blp.doc(summary="An order with its versions, deliveries and timeline (and raw payloads on request)",
+         security=BEARER, responses={"404": {"description": "unknown, or not visible to this client"}})
 @require("orders:read")
-def get_order(order_id: str) -> ResponseReturnValue:
+@blp.arguments(OrderDetailArgsSchema, location="query", as_kwargs=True)
+def get_order(order_id: str, payloads: bool = False) -> ResponseReturnValue:
     with runtime().db.begin() as session:
-        detail = queries.order_detail(session, order_id, _caller_sources())
+        detail = queries.order_detail(session, order_id, _caller_sources(), payloads=payloads)
     if detail is None:
         raise ApiError(404, "not_found", f"no order {order_id}")
     return jsonify(detail)
 
 
 @blp.route("/orders", methods=["GET"])
-@blp.doc(summary="Orders, newest first (cursor pagination)", security=BEARER,
-         parameters=[{"in": "query", "name": "limit", "schema": {"type": "integer",
-                                                                 "maximum": queries.MAX_PAGE}},
-                     {"in": "query", "name": "cursor", "schema": {"type": "string"}},
-                     {"in": "query", "name": "status", "schema": {"type": "string"}}])
+@blp.doc(summary="Orders, newest first, searched by number, email, channel id, back-office "
+                 "reference, status, source or received date (cursor pagination)", security=BEARER)
 @require("orders:read")
-def list_orders() -> ResponseReturnValue:
-    try:
-        limit = min(int(request.args.get("limit", 50)), queries.MAX_PAGE)
-    except ValueError:
-        raise ApiError(400, "invalid_limit", "limit must be a whole number") from None
+@blp.arguments(OrderSearchArgsSchema, location="query", as_kwargs=True)
+@blp.response(200, page_of(OrderSummarySchema, "OrderPage"))
+def list_orders(limit: int, cursor: str | None = None, **filters: Any) -> ResponseReturnValue:
+    limit = min(limit, MAX_PAGE)
     with runtime().db.begin() as session:
-        items = queries.list_orders(session, source_ids=_caller_sources(), limit=limit,
-                                    before=request.args.get("cursor"),
-                                    status=request.args.get("status"))
-    next_cursor = items[-1]["id"] if len(items) == limit else None
-    return jsonify({"items": items, "next_cursor": next_cursor})
+        items = queries.list_orders(session, source_ids=_caller_sources(), limit=limit, before=cursor,
+                                    **filters)
+    return {"items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None}
 
 
 @blp.route("/orders/<order_id>/replay", methods=["POST"])

@@ -28,6 +28,7 @@ class Delivery(Base):
         Index("ix_deliveries_order", "order_id", "connector_id"),
         Index("ix_deliveries_parked", "connector_id", "parked_kind", "parked_key"),
         Index("ix_deliveries_status_updated", "status", "updated_at"),
+        Index("ix_deliveries_reference", "reference"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

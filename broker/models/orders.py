@@ -41,6 +41,7 @@ class InboundEvent(Base):
         UniqueConstraint("source_id", "event_key", name="uq_inbound_events_source_key"),
         Index("ix_inbound_events_status_received", "status", "received_at"),
         Index("ix_inbound_events_waiting", "source_id", "waiting_for"),
+        Index("ix_inbound_events_order", "order_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -70,6 +71,10 @@ class Order(Base):
     __table_args__ = (
         UniqueConstraint("source_id", "external_id", name="uq_orders_source_external"),
         Index("ix_orders_received_at", "received_at"),
+        # order search (GET /api/v1/orders): each filter on an index, newest first by id
+        Index("ix_orders_external_id", "external_id"),
+        Index("ix_orders_source_id", "source_id", "id"),
+        Index("ix_orders_status_id", "status", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from broker.db import Database, insert_ignore, utcnow
-from broker.models import Connector, Delivery, DeliveryStatus, IdentityLink
+from broker.models import Connector, Delivery, DeliveryStatus, IdentityLink, Order
 from broker.services import audit, timeline
 from broker.services.sources import SetupError
 from connectors.base import LINK_KINDS, Link, Links
@@ -122,19 +122,28 @@ def remove_mapping(db: Database, connector_name: str, kind: str, key: str, *,
 
 
 def list_mappings(session: Session, *, connector: str | None = None, kind: str | None = None,
+                  key: str | None = None, after: tuple[str, str, str] | None = None,
                   limit: int = 200) -> list[dict[str, Any]]:
+    """By connector, kind and key; `after` is the (connector, kind, key) the previous page ended on."""
+    order = (Connector.name, IdentityLink.kind, IdentityLink.key)
     query = (select(IdentityLink, Connector.name).join(Connector, Connector.id == IdentityLink.connector_id)
-             .order_by(Connector.name, IdentityLink.kind, IdentityLink.key).limit(limit))
+             .order_by(*order).limit(limit))
     if connector:
         query = query.where(Connector.name == connector)
     if kind:
         query = query.where(IdentityLink.kind == kind)
-    return [{"connector": name, "kind": link.kind, "key": link.key, "value": link.value,
+    if key:
+        query = query.where(IdentityLink.key == key)
+    if after:
+        query = query.where(tuple_(*order) > tuple_(*after))
+    return [{"id": link.id, "connector": name, "kind": link.kind, "key": link.key, "value": link.value,
              "origin": link.origin} for link, name in session.execute(query)]
 
 
-def mapping_gaps(session: Session, *, connector: str | None = None) -> list[dict[str, Any]]:
-    """Parked deliveries grouped by what they wait for, biggest first."""
+def mapping_gaps(session: Session, *, connector: str | None = None,
+                 source_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Parked deliveries grouped by what they wait for, biggest first (of `source_ids` only,
+    when given)."""
     query = (select(Connector.name, Delivery.parked_reason, Delivery.parked_kind, Delivery.parked_key,
                     func.count(), func.min(Delivery.last_error))
              .join(Connector, Connector.id == Delivery.connector_id)
@@ -143,5 +152,7 @@ def mapping_gaps(session: Session, *, connector: str | None = None) -> list[dict
              .order_by(func.count().desc()))
     if connector:
         query = query.where(Connector.name == connector)
+    if source_ids is not None:
+        query = query.join(Order, Order.id == Delivery.order_id).where(Order.source_id.in_(list(source_ids)))
     return [{"connector": c, "reason": r, "kind": k, "key": key, "deliveries": n, "message": m}
             for c, r, k, key, n, m in session.execute(query)]

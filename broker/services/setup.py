@@ -9,14 +9,29 @@ from sqlalchemy import select
 
 from broker.db import Database
 from broker.identity.server import SCOPES, digest, new_client_credentials
-from broker.models import Client, Connector, Route, Source
+from broker.models import Client, Connector, Delivery, Route, Source
 from broker.schemas.order import flatten_errors
 from broker.services import audit
 from broker.services.crypto import SecretBox
 from broker.services.routing import FILTER_KEYS
-from broker.services.sources import REST_KIND, SetupError, check_name, create_source
+from broker.services.sources import (
+    REST_KIND,
+    Conflict,
+    NotFound,
+    SetupError,
+    check_name,
+    create_source,
+)
 from connectors.config import merge_secrets, split_secrets
 from connectors.registry import connector_class
+
+
+class InvalidConfig(SetupError):
+    """A connector config its kind's schema refuses; `fields` maps each path to its messages."""
+
+    def __init__(self, message: str, fields: dict[str, list[str]]) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 def validate_connector_config(kind: str, config: dict[str, Any]) -> tuple[dict, dict]:
@@ -29,9 +44,9 @@ def validate_connector_config(kind: str, config: dict[str, Any]) -> tuple[dict, 
     try:
         loaded = schema.load(config)
     except ValidationError as exc:
-        details = "; ".join(f"{path}: {' '.join(m)}"
-                            for path, m in sorted(flatten_errors(exc.messages).items()))
-        raise SetupError(f"invalid config for connector kind '{kind}': {details}") from None
+        fields = flatten_errors(exc.messages)
+        details = "; ".join(f"{path}: {' '.join(m)}" for path, m in sorted(fields.items()))
+        raise InvalidConfig(f"invalid config for connector kind '{kind}': {details}", fields) from None
     return split_secrets(schema, loaded)
 
 
@@ -132,3 +147,66 @@ def create_client(db: Database, box: SecretBox, name: str, scope: str,
                      after={"client_id": client_id, "scope": client.scope, "source": source,
                             "client_secret": audit.REDACTED})
     return client, secret
+
+
+def set_enabled(db: Database, model: type[Source] | type[Connector], name: str, enabled: bool, *,
+                actor: str = audit.SYSTEM) -> bool:
+    """Enable or disable a source (its webhooks answer 404) or a connector (its deliveries
+    wait); audited when it changes. Returns whether it changed."""
+    what = model.__tablename__[:-1]
+    with db.begin() as session:
+        row = session.execute(select(model).where(model.name == name)).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"no {what} named {name!r}")
+        if row.enabled == enabled:
+            return False
+        audit.record(session, actor=actor, action=f"{what}.{'enable' if enabled else 'disable'}",
+                     target_type=what, target=name, before={"enabled": row.enabled},
+                     after={"enabled": enabled})
+        row.enabled = enabled
+        return True
+
+
+def remove_connector(db: Database, name: str, *, actor: str = audit.SYSTEM) -> None:
+    """Delete a connector that has no deliveries (its routes and mappings go with it); one with
+    deliveries is refused, since they are the orders' record in that back office."""
+    with db.begin() as session:
+        row = session.execute(select(Connector).where(Connector.name == name)
+                              .with_for_update()).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"no connector named {name!r}")
+        if session.execute(select(Delivery.id).where(Delivery.connector_id == row.id).limit(1)).first():
+            raise Conflict(f"connector {name!r} has deliveries; removing it would delete their "
+                           "record. Disable it instead (enabled: false)")
+        audit.record(session, actor=actor, action="connector.remove", target_type="connector",
+                     target=name, before={"kind": row.kind, "config": row.config, "enabled": row.enabled})
+        session.delete(row)
+
+
+def remove_route(db: Database, route_id: str, *, actor: str = audit.SYSTEM) -> None:
+    """Delete a route; deliveries it already made are kept."""
+    with db.begin() as session:
+        found = session.execute(
+            select(Route, Source.name, Connector.name).join(Source, Source.id == Route.source_id)
+            .join(Connector, Connector.id == Route.connector_id).where(Route.id == route_id)).first()
+        if found is None:
+            raise NotFound(f"no route {route_id}")
+        route, source, connector = found
+        audit.record(session, actor=actor, action="route.remove", target_type="route",
+                     target=f"{source}->{connector}", before={"filters": route.filters or {}})
+        session.delete(route)
+
+
+def revoke_client(db: Database, name: str, *, actor: str = audit.SYSTEM) -> bool:
+    """Revoke an API client: it gets no new token and its tokens stop working at once.
+    Returns False when it was revoked already."""
+    with db.begin() as session:
+        client = session.execute(select(Client).where(Client.name == name)).scalar_one_or_none()
+        if client is None:
+            raise NotFound(f"no client named {name!r}")
+        if client.revoked:
+            return False
+        client.revoked = True
+        audit.record(session, actor=actor, action="client.revoke", target_type="client", target=name,
+                     before={"client_id": client.client_id, "revoked": False}, after={"revoked": True})
+        return True

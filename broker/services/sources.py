@@ -14,7 +14,7 @@ from sqlalchemy import select
 from broker.channels.base import COMMON_SETTINGS, Channel, channel_for, channel_kinds
 from broker.db import Database
 from broker.logging import register_secret
-from broker.models import Source
+from broker.models import InboundEvent, Order, Source
 from broker.services import audit
 from broker.services.crypto import SecretBox
 
@@ -24,6 +24,14 @@ REST_KIND = "rest"
 
 class SetupError(ValueError):
     """Invalid setup input; the message says which value and why."""
+
+
+class NotFound(SetupError):
+    """No source, connector, route or client of that name or id."""
+
+
+class Conflict(SetupError):
+    """The change clashes with what exists (e.g. removing a source that has orders)."""
 
 
 def check_name(name: str, what: str) -> str:
@@ -192,3 +200,20 @@ class SourceCache:
                 self._items.clear()
             self._items[name] = (now + self.ttl, info)
         return info
+
+
+def remove_source(db: Database, name: str, *, actor: str = audit.SYSTEM) -> None:
+    """Delete a source that never received anything (its routes go with it); one with orders or
+    stored events is refused, since deleting it would delete them: disable it instead."""
+    with db.begin() as session:  # the row lock keeps an order from arriving meanwhile
+        source = session.execute(select(Source).where(Source.name == name)
+                                 .with_for_update()).scalar_one_or_none()
+        if source is None:
+            raise NotFound(f"no source named {name!r}")
+        for model, what in ((Order, "orders"), (InboundEvent, "stored events")):
+            if session.execute(select(model.id).where(model.source_id == source.id).limit(1)).first():
+                raise Conflict(f"source {name!r} has {what}; removing it would delete them. "
+                               "Disable it instead (enabled: false)")
+        audit.record(session, actor=actor, action="source.remove", target_type="source", target=name,
+                     before={"kind": source.kind, "settings": source.settings, "enabled": source.enabled})
+        session.delete(source)
