@@ -14,7 +14,7 @@ from typing import Any
 from flask_smorest import Blueprint
 from sqlalchemy.exc import IntegrityError
 
-from broker.api.orders import _caller_sources as caller_sources
+from broker.api.common import caller_sources
 from broker.errors import ApiError
 from broker.identity.protect import ROLE_FOR, SCOPE_FOR, require
 from broker.schemas.api import MAX_PAGE

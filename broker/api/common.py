@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import current_app, request
+from flask import current_app, g, request
 
 from broker.errors import ApiError
 from broker.services.intake import parse_json
@@ -13,6 +13,12 @@ from broker.services.intake import parse_json
 
 def runtime() -> Any:
     return current_app.extensions["broker"]
+
+
+def caller_sources() -> set[str] | None:
+    """The sources whose orders the authenticated caller may see (None: all of them)."""
+    sources = g.principal.source_ids
+    return None if sources is None else set(sources)
 
 
 def read_json_body(limit: int | None = None,

@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
 from broker import metrics
-from broker.api.common import read_json_body, runtime
+from broker.api.common import caller_sources, read_json_body, runtime
 from broker.errors import ApiError
 from broker.identity.protect import require
 from broker.logging import order_context
@@ -32,12 +32,6 @@ log = logging.getLogger(__name__)
 blp = Blueprint("orders", __name__, url_prefix="/api/v1", description="Orders")
 BEARER = [{"oauth2": []}]
 MAX_KEY = 255
-
-
-def _caller_sources() -> set[str] | None:
-    """The sources whose orders the caller may see (None: all of them)."""
-    sources = g.principal.source_ids
-    return None if sources is None else set(sources)
 
 
 def _created_body(outcome: VersionOutcome) -> tuple[int, dict[str, Any]]:
@@ -108,7 +102,7 @@ def post_order() -> ResponseReturnValue:
 @blp.arguments(OrderDetailArgsSchema, location="query", as_kwargs=True)
 def get_order(order_id: str, payloads: bool = False) -> ResponseReturnValue:
     with runtime().db.begin() as session:
-        detail = queries.order_detail(session, order_id, _caller_sources(), payloads=payloads)
+        detail = queries.order_detail(session, order_id, caller_sources(), payloads=payloads)
     if detail is None:
         raise ApiError(404, "not_found", f"no order {order_id}")
     return jsonify(detail)
@@ -123,7 +117,7 @@ def get_order(order_id: str, payloads: bool = False) -> ResponseReturnValue:
 def list_orders(limit: int, cursor: str | None = None, **filters: Any) -> ResponseReturnValue:
     limit = min(limit, MAX_PAGE)
     with runtime().db.begin() as session:
-        items = queries.list_orders(session, source_ids=_caller_sources(), limit=limit, before=cursor,
+        items = queries.list_orders(session, source_ids=caller_sources(), limit=limit, before=cursor,
                                     **filters)
     return {"items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None}
 
@@ -142,7 +136,7 @@ def replay(order_id: str) -> ResponseReturnValue:
 
     rt = runtime()
     with rt.db.begin() as session:
-        visible = queries.order_visible(session, order_id, _caller_sources())
+        visible = queries.order_visible(session, order_id, caller_sources())
     if not visible:
         raise ApiError(404, "not_found", f"no order {order_id}")
     wake = replay_order(rt.db, order_id, actor=request_actor())
