@@ -174,11 +174,12 @@ class Stack:
                     proc.wait(timeout=20)
         self.workers.clear()
 
-    def serve(self) -> str:
-        """Run the gateway on a real loopback HTTP server (threaded)."""
+    def serve(self, port: int | None = None) -> str:
+        """Run the gateway on a real loopback HTTP server (threaded); pass the port of the
+        stack's public_url so the URLs it hands out (webhooks, redirects) point at it."""
         from werkzeug.serving import make_server
 
-        self._server = make_server("127.0.0.1", free_port(), self.app, threaded=True)
+        self._server = make_server("127.0.0.1", port or free_port(), self.app, threaded=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.base_url = f"http://127.0.0.1:{self._server.server_port}"
         return self.base_url

@@ -20,6 +20,20 @@ def init_console(app: Flask, rt: Runtime) -> None:
     app.session_interface = DbSessionInterface(rt.db, rt.settings.session_ttl, secure)
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
+    from broker.console import (
+        audit_log,
+        clients,
+        common,
+        connectors,
+        dead_letters,
+        gaps,
+        orders,
+        routes,
+        sources,
+    )
+
+    for page in (common, orders, dead_letters, gaps, sources, connectors, routes, clients, audit_log):
+        app.register_blueprint(page.bp)
     app.jinja_env.globals["csrf_token"] = auth.csrf_token
     app.jinja_env.globals["current_user"] = auth.current_user
 

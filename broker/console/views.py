@@ -32,7 +32,9 @@ def _connectors() -> list[dict[str, Any]]:
 @bp.route("/", methods=["GET"])
 @requires("orders:read")
 def home() -> ResponseReturnValue:
-    return render_template("console/home.html", connectors=_connectors())
+    from broker.console.dashboard import dashboard_context
+
+    return render_template("console/home.html", connectors=_connectors(), **dashboard_context())
 
 
 @bp.route("/connectors/<name>/connect", methods=["GET"])
