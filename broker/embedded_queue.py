@@ -3,17 +3,48 @@
 kombu polls this transport; its default one-second poll capped the embedded broker at about
 two messages a second (prefetch 1 x 2 processes), so poll every 50 ms and use WAL so the
 gateway's inserts and the worker's polls do not block each other.
+
+A channel's SQLAlchemy session is not thread-safe, yet this transport has no event loop: the
+worker's timer (which subscribes to the queue of a connector created meanwhile,
+workers/celery.py) runs in its own thread while the consumer polls. Every method that uses
+the session therefore holds the channel's lock; without it the two threads broke the session
+(IllegalStateChangeError) and the worker stopped taking messages.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from kombu.transport import sqlalchemy as sqla
 from sqlalchemy import event
 
 
+def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(method)
+    def call(self: Channel, *args: Any, **kwargs: Any) -> Any:
+        with self._session_lock:
+            return method(self, *args, **kwargs)
+
+    return call
+
+
 class Channel(sqla.Channel):
+    def __init__(self, connection: Any, **kwargs: Any) -> None:
+        self._session_lock = threading.RLock()
+        super().__init__(connection, **kwargs)
+
+    _get_or_create = _locked(sqla.Channel._get_or_create)
+    _new_queue = _locked(sqla.Channel._new_queue)
+    _put = _locked(sqla.Channel._put)
+    _get = _locked(sqla.Channel._get)
+    _query_all = _locked(sqla.Channel._query_all)
+    _purge = _locked(sqla.Channel._purge)
+    _size = _locked(sqla.Channel._size)
+    close = _locked(sqla.Channel.close)
+
     def _engine_from_config(self) -> Any:
         engine = super()._engine_from_config()
         if engine.dialect.name == "sqlite":
