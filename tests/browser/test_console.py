@@ -54,10 +54,8 @@ class Console:
         self.shots = 0
 
     def start_worker(self) -> None:
-        """One worker, started once every connector of the run exists. (A running worker adds a
-        new connector's queue from the consumer's timer, which with the embedded SQLAlchemy
-        queue is another thread than the consumer loop; the two can collide in kombu's shared
-        session, IllegalStateChangeError, and the consumer stops taking messages.)"""
+        """One worker, started when the first order must book (connectors created later are
+        picked up by the running worker; tests/integration/test_pipeline.py proves that)."""
         if not self.stack.workers:
             self.stack.start_worker(concurrency=2)
 
@@ -403,3 +401,45 @@ def test_a_viewer_is_offered_no_admin_action_and_is_refused_one(console: Console
     answer = page.request.post(console.base + f"/console/orders/{console.order_id('D-1')}/replay",
                                form={"csrf_token": token})
     assert answer.status == 403
+
+
+def test_sign_in_through_the_company_identity_provider(console: Console) -> None:
+    """A real OpenID Connect provider (tests/idp) on loopback: the browser follows the broker's
+    authorization request (PKCE), signs in on the provider's own form, and comes back signed in
+    with the role its groups map to."""
+    from idp.oidc import OidcProvider, node_required
+
+    node_required()
+    callback = console.base + "/console/auth/callback"
+    accounts = {"olivia": {"email": "olivia@corp.test", "email_verified": True, "name": "Olivia",
+                           "groups": ["order-desk"]}}
+    clients = [{"client_id": "broker-console", "client_secret": "console-secret-5Tq",
+                "redirect_uris": [callback], "grant_types": ["authorization_code"],
+                "response_types": ["code"]}]
+    resources = {"https://broker.test/api": {"audience": "fobo-broker", "scope": "broker", "alg": "ES256"}}
+    with OidcProvider(accounts, clients, resources) as idp:
+        console.stack.cli("issuers", "add", "corp", "--issuer", idp.issuer, "--audience", "fobo-broker",
+                          "--client-id", "broker-console", "--client-secret", "console-secret-5Tq",
+                          "--scopes", "openid email profile groups",
+                          "--role", "operator=groups:order-desk")
+        console.stack.app.extensions["broker_issuers"].invalidate()
+        page = console.browser.new_context().new_page()
+        page.csp_violations = []
+        page.goto(console.base + "/console/login")
+        page.get_by_role("link", name="Sign in with corp").click()
+        page.wait_for_url(idp.issuer + "/**")
+        page.locator("input[name=login]").fill("olivia")
+        page.locator("input[name=password]").fill("any")
+        page.locator("button[type=submit]").first.click()
+        for _ in range(3):  # the provider may ask to confirm the consent
+            if page.url.startswith(console.base):
+                break
+            buttons = page.locator("button[type=submit]")
+            if buttons.count():
+                buttons.first.click()
+            page.wait_for_load_state()
+        page.wait_for_url(console.base + "/console/")
+        sync_api.expect(page.locator(".who")).to_contain_text("olivia@corp.test")
+        sync_api.expect(page.locator(".who")).to_contain_text("operator")
+        console.shot(page, "signed-in-through-idp")
+        assert page.get_by_role("link", name="Connectors").count() == 0  # operators don't configure
