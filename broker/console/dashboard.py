@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, select
 
 from broker.console.common import runtime
 from broker.console.sources import source_health
@@ -110,18 +110,16 @@ def _seconds(value: float) -> str:
 def connector_health(session: Any) -> dict[str, dict[str, Any]]:
     """Unfinished deliveries per connector and status, and how many are due now (indexed: only
     unfinished deliveries are read)."""
+    due = case((and_(Delivery.status == DeliveryStatus.PENDING,
+                     Delivery.next_attempt_at <= utcnow()), 1), else_=0)
     health: dict[str, dict[str, Any]] = {}
-    by_name = (select(Connector.name, func.count()).select_from(Delivery)
-               .join(Connector, Connector.id == Delivery.connector_id))
-    for name, status, count in session.execute(
-            select(Connector.name, Delivery.status, func.count())
+    for name, status, count, due_now in session.execute(
+            select(Connector.name, Delivery.status, func.count(), func.sum(due))
             .join(Connector, Connector.id == Delivery.connector_id)
             .where(Delivery.status.in_(OPEN)).group_by(Connector.name, Delivery.status)):
-        health.setdefault(name, {"pending": 0, "leased": 0, "parked": 0, "dead": 0, "due": 0})[status] = count
-    for name, count in session.execute(by_name.where(
-            Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= utcnow())
-            .group_by(Connector.name)):
-        health[name]["due"] = count
+        row = health.setdefault(name, {"pending": 0, "leased": 0, "parked": 0, "dead": 0, "due": 0})
+        row[status] = count
+        row["due"] += int(due_now or 0)
     return health
 
 

@@ -7,7 +7,8 @@ Signing out deletes the row. The cookie is HttpOnly, SameSite=Lax (the IdP's red
 is a cross-site top-level GET that must carry it), and Secure with the `__Host-` prefix
 whenever the broker's public URL is https.
 
-Only /console requests open a session; the API and webhooks never touch the table.
+Only /console pages open a session; the API, webhooks and the console's static files never
+touch the table.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from broker.models import ConsoleSession
 
 ANONYMOUS_TTL = timedelta(minutes=30)  # a sign-in must finish within this
 PREFIX = "/console"
+STATIC = "/console/static/"
 
 
 def _hash(sid: str) -> str:
@@ -55,7 +57,7 @@ class DbSessionInterface(SessionInterface):
         self.cookie = "__Host-broker-session" if secure else "broker-session"
 
     def open_session(self, app: Flask, request: Request) -> DbSession | None:
-        if not request.path.startswith(PREFIX):
+        if not request.path.startswith(PREFIX) or request.path.startswith(STATIC):
             return self.make_null_session(app)  # type: ignore[return-value]
         sid = request.cookies.get(self.cookie)
         if sid and len(sid) < 100:
@@ -92,8 +94,3 @@ class DbSessionInterface(SessionInterface):
         response.set_cookie(self.cookie, session.sid, path="/", secure=self.secure,
                             httponly=True, samesite="Lax")
         response.vary.add("Cookie")
-
-
-def end_session(session: SessionMixin) -> None:
-    """Forget everything; the row and the cookie go when the response is saved."""
-    session.clear()
