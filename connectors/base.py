@@ -59,6 +59,9 @@ class PushResult:
     reference: str
     details: dict[str, Any] = field(default_factory=dict)
     links: tuple[Link, ...] = ()
+    # What this version changed that the back office did not take, each with the reason
+    # ("the note: Tryton keeps no note on a processed sale"); the journey shows "not applied".
+    not_applied: tuple[str, ...] = ()
 
 
 class Connector:
@@ -73,6 +76,12 @@ class Connector:
     kind: ClassVar[str]
     title: ClassVar[str] = ""
     Config: ClassVar[type[ConfigSchema]] = ConfigSchema
+    # Pushes in flight at once across all workers, unless the connector's config says otherwise
+    # (`max_in_flight`): a back office that numbers documents without locking needs 1.
+    max_in_flight: ClassVar[int] = 4
+    # Requests one push may make in the worst case (lookups included): leases are sized from it
+    # and the config's connect and read timeouts, and renewed while a push runs.
+    calls_per_push: ClassVar[int] = 2
     tokens: TokenSource | None = None  # set by use_tokens() when consent() asks for one
 
     def __init__(self, config: Mapping[str, Any], *, name: str = "") -> None:
@@ -109,6 +118,14 @@ class Connector:
     def lookup(self, order: Mapping[str, Any]) -> str | None:
         """The back-office reference of this order if it was booked already, else None."""
         return None
+
+    def discard(self, order: Mapping[str, Any], ctx: PushContext) -> None:
+        """Remove what push() booked for this order, as far as the back office allows.
+
+        Only the contract kit's scratch runs against a live system call it (`broker connectors
+        kit`); the default cancels. Raises: TransientError, PermanentError.
+        """
+        self.cancel(order, ctx)
 
     def close(self) -> None:
         """Release connections."""

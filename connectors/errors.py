@@ -45,6 +45,19 @@ class IdentityReview(NeedsAttention):
     reason = "identity review"
 
 
+class MissingSetting(NeedsAttention):
+    """The connector's configuration lacks a setting this order needs (e.g. a shipping product).
+
+    Parked under kind "setting" and the setting's name; saving the connector's configuration
+    resumes the deliveries. Say which setting, and what to put in it.
+    """
+
+    reason = "missing setting"
+
+    def __init__(self, message: str, *, key: str, kind: str = "setting") -> None:
+        super().__init__(message, kind=kind, key=key)
+
+
 class ConsentRequired(NeedsAttention):
     """The back office needs an admin's OAuth 2.0 consent (none yet, or its refresh failed).
 

@@ -8,9 +8,10 @@ pytest fixtures against a real system or a faithful fake of it:
     unreachable_config      the same pointing at a closed port / absent host
     backoffice              a BackOffice: what the system holds, read back independently
 
-Declare what the back office cannot do (`supports_update`, `supports_cancel`) and whether it
-resolves products by SKU (`maps_products`); the matching cases then prove the connector says
-so with a PermanentError instead of doing something wrong. Every order the kit pushes has a
+Declare what the back office cannot do (`supports_update`, `supports_cancel`), whether it
+resolves products by SKU (`maps_products`) and whether it matches orders to its own customers
+(`matches_customers`); the matching cases then prove the connector says so with a
+PermanentError instead of doing something wrong. Every order the kit pushes has a
 fresh external id, so a module- or session-scoped back office may be shared between cases.
 """
 
@@ -29,9 +30,9 @@ from typing import Any, ClassVar, Protocol
 import pytest
 from marshmallow import ValidationError
 
-from connectors.base import Connector, PushContext, PushResult
+from connectors.base import Connector, Links, PushContext, PushResult
 from connectors.config import secret_paths, split_secrets
-from connectors.errors import MissingMapping, PermanentError, TransientError
+from connectors.errors import IdentityReview, MissingMapping, PermanentError, TransientError
 from connectors.money import minor_units
 from connectors.registry import connector_class, connector_kinds
 
@@ -45,7 +46,8 @@ class BackOffice(Protocol):
     def records(self, external_id: str) -> list[dict[str, Any]]:
         """Every record of this order in the back office:
         {"reference": str (contained in PushResult.reference), "total": decimal or string,
-        "status": "open" | "cancelled"}."""
+        "status": "open" | "cancelled"}, and where the back office has them: "customer" (its
+        id of the customer), "invoiced" (posted invoices net of credit notes), "note"."""
 
 
 def _places(currency: str) -> int:
@@ -105,13 +107,19 @@ def contract_order(external_id: str | None = None, *, currency: str = "USD",
 
 
 def push_context(order: Mapping[str, Any], *, action: str = "create", reference: str | None = None,
-                 attempt: int = 1, version: int = 1) -> PushContext:
+                 attempt: int = 1, version: int = 1, links: Links | None = None) -> PushContext:
     from broker.schemas.order import dump_order
 
     return PushContext(delivery_id=f"dlv-{order['external_id']}-{version}",
                        idempotency_key=f"{order['external_id']}.v{version}.contract",
                        action=action, attempt=attempt, reference=reference,
-                       document=dump_order(dict(order)))
+                       document=dump_order(dict(order)), links=links or Links())
+
+
+def later_version(order: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
+    """The same order three minutes later with `changes` (a new version of it)."""
+    later = datetime.fromisoformat(str(order["updated_at"])) + timedelta(minutes=3)
+    return {**order, "updated_at": later, **changes}
 
 
 def _secret_values(schema: Any, config: Mapping[str, Any]) -> list[str]:
@@ -126,6 +134,7 @@ class ConnectorContract:
     supports_update: ClassVar[bool] = True
     supports_cancel: ClassVar[bool] = True
     maps_products: ClassVar[bool] = True
+    matches_customers: ClassVar[bool] = True
     money_currency: ClassVar[str] = "USD"
 
     # --- helpers --------------------------------------------------------------------------
@@ -262,6 +271,78 @@ class ConnectorContract:
             return
         self.make(config).cancel(cancelled, ctx)
         assert self.one(backoffice, order)["status"] == "cancelled"
+
+    def test_new_version_after_a_lost_answer_updates_the_one_record(
+            self, config: dict[str, Any], backoffice: BackOffice) -> None:
+        """v1 reached the back office but its answer was lost, so v2 comes as a create."""
+        first = self.order()
+        self.book(self.make(config), backoffice, first)
+        later = datetime.fromisoformat(str(first["updated_at"])) + timedelta(minutes=3)
+        second = self.order(external_id=first["external_id"], quantity=5, updated_at=later)
+        ctx = push_context(second, action="create", version=2)
+        if not self.supports_update:
+            with pytest.raises(PermanentError):
+                self.make(config).push(second, ctx)
+            self.one(backoffice, first)
+            return
+        self.make(config).push(second, ctx)
+        assert Decimal(str(self.one(backoffice, second)["total"])) == second["totals"]["total"]
+
+    def test_cancelled_first_version_is_never_booked_live(
+            self, config: dict[str, Any], backoffice: BackOffice) -> None:
+        """The first version the broker sees is already cancelled: never a live, invoiced record."""
+        order = self.order(status="cancelled")
+        backoffice.prepare(order)
+        try:
+            result = self.make(config).push(order, push_context(order))
+        except PermanentError as exc:
+            assert str(exc), "say what to do"
+            assert backoffice.records(order["external_id"]) == []
+            return
+        records = backoffice.records(order["external_id"])
+        assert len(records) <= 1, records
+        assert records or result.not_applied, "book it cancelled, or say why nothing was booked"
+        for record in records:
+            assert record["status"] == "cancelled", record
+            assert Decimal(str(record.get("invoiced") or 0)) == 0, record
+
+    def test_note_only_change_is_applied_or_reported_not_applied(
+            self, config: dict[str, Any], backoffice: BackOffice) -> None:
+        first = self.order()
+        booked = self.book(self.make(config), backoffice, first)
+        second = later_version(first, note="ring twice, then leave it with the neighbour")
+        result = self.make(config).push(second, push_context(
+            second, action="update", reference=booked.reference, version=2))
+        record = self.one(backoffice, second)
+        if record.get("note") != second["note"]:
+            assert any("note" in why for why in result.not_applied), (
+                f"the note did not reach the back office ({record}) and the result does not say so")
+
+    def test_unverified_email_never_attaches_to_a_known_customer(
+            self, config: dict[str, Any], backoffice: BackOffice) -> None:
+        """A verified order taught a link for an email; an unverified order with that email
+        must not land on that customer, even through the learned link."""
+        known = self.order()
+        booked = self.book(self.make(config), backoffice, known)
+        stranger = self.order()
+        stranger["customer"] = {**stranger["customer"], "email": known["customer"]["email"],
+                                "email_verified": False}
+        links = Links(customer={link.key: link.value for link in booked.links
+                                if link.kind == "customer"})
+        connector = self.make(config)
+        if not self.matches_customers:
+            connector.push(stranger, push_context(stranger, links=links))
+            self.one(backoffice, stranger)
+            return
+        try:
+            connector.push(stranger, push_context(stranger, links=links))
+        except IdentityReview as exc:
+            assert known["customer"]["email"] in str(exc)
+            assert backoffice.records(stranger["external_id"]) == []
+            return
+        theirs, ours = self.one(backoffice, known), self.one(backoffice, stranger)
+        assert "customer" in ours, "BackOffice.records must report the customer of a record"
+        assert ours["customer"] != theirs["customer"], "booked onto the verified customer"
 
     def test_unreachable_system_is_transient(self, unreachable_config: dict[str, Any]) -> None:
         connector = self.make(unreachable_config)
