@@ -4,6 +4,7 @@ scheduled catch-up, ignored topics, and the custody of channel API credentials."
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fakes import bigcommerce, shopify, woocommerce
@@ -96,7 +97,8 @@ def test_scheduled_catch_up_books_an_order_whose_webhook_never_came(stack: Stack
                   "--setting", "catchup_lookback=604800")
         stack.http_connector("erp", sink.url + "/orders")
         stack.route("shopify", "erp")
-        driver.order_event("820982911946154500", updated_at="2026-11-20T10:00:00+00:00")
+        an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat(timespec="seconds")
+        driver.order_event("820982911946154500", updated_at=an_hour_ago)  # inside the lookback
         stack.start_worker()
         wait_until(lambda: booked(stack) == 1, timeout=40, message="booked by catch-up")
         source = stack.cli("sources", "list", "--json")[0]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
+from datetime import timedelta
 
 from harness import order
+from sqlalchemy import update
 
 from broker.models import Connector, Delivery, DeliveryStatus, Source
 from broker.schemas.order import load_order
-from broker.services.delivery import claim
+from broker.services.delivery import claim, db_now
 from broker.services.orders import apply_version
 
 
@@ -24,6 +25,15 @@ def _orders(stack, count: int) -> Connector:
         connector = session.query(Connector).one()
         session.expunge(connector)
     return connector
+
+
+def _expire_leases(stack) -> None:
+    """Move every lease into the past, as if its worker had stopped that long ago (the claim
+    compares leases with the database clock, so this is exactly what waiting would do)."""
+    with stack.runtime.db.begin() as session:
+        past = db_now(session) - timedelta(hours=1)
+        session.execute(update(Delivery).where(Delivery.lease_until.is_not(None)).values(
+            lease_until=past))
 
 
 def test_concurrent_claimers_never_share_a_delivery(db_stack):
@@ -60,10 +70,10 @@ def test_expired_lease_is_claimed_again_with_a_new_token(db_stack):
     stack = db_stack
     connector = _orders(stack, 1)
     with stack.runtime.db.begin() as session:
-        first = claim(session, connector, limit=5, lease_seconds=0.2, max_attempts=5)
+        first = claim(session, connector, limit=5, lease_seconds=60, max_attempts=5)
     with stack.runtime.db.begin() as session:
         assert claim(session, connector, limit=5, lease_seconds=60, max_attempts=5) == []
-    time.sleep(1.2)  # the lease is measured by the database clock
+    _expire_leases(stack)
     with stack.runtime.db.begin() as session:
         second = claim(session, connector, limit=5, lease_seconds=60, max_attempts=5)
     assert [c.delivery_id for c in second] == [first[0].delivery_id]
@@ -76,10 +86,10 @@ def test_a_delivery_whose_worker_dies_every_time_is_dead_lettered_after_max_atte
     connector = _orders(stack, 1)
     for _ in range(3):
         with stack.runtime.db.begin() as session:
-            assert len(claim(session, connector, limit=5, lease_seconds=0.2, max_attempts=3)) == 1
-        time.sleep(1.2)
+            assert len(claim(session, connector, limit=5, lease_seconds=60, max_attempts=3)) == 1
+        _expire_leases(stack)
     with stack.runtime.db.begin() as session:
-        assert claim(session, connector, limit=5, lease_seconds=0.2, max_attempts=3) == []
+        assert claim(session, connector, limit=5, lease_seconds=60, max_attempts=3) == []
         dead = session.query(Delivery).one()
     assert dead.status == DeliveryStatus.DEAD and dead.attempts == 3
     assert "gave up after 3 attempts" in dead.last_error
@@ -93,8 +103,8 @@ def test_an_outcome_is_dropped_when_its_lease_was_taken_over(db_stack):
     stack = db_stack
     connector = _orders(stack, 2)
     with stack.runtime.db.begin() as session:
-        late = claim(session, connector, limit=5, lease_seconds=0.2, max_attempts=5)
-    time.sleep(1.2)
+        late = claim(session, connector, limit=5, lease_seconds=60, max_attempts=5)
+    _expire_leases(stack)
     with stack.runtime.db.begin() as session:
         owner = claim(session, connector, limit=1, lease_seconds=60, max_attempts=5)
     stale = [Outcome(c, "booked", utcnow(), 5, reference="LATE") for c in late]
