@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import harness
 import pytest
 from fakes.sink import Sink
 from harness import Stack
@@ -24,6 +25,13 @@ def _private_networks_allowed() -> Iterator[None]:
     """Every fake listens on loopback: allow private networks in-process (SSRF tests opt out)."""
     with ssrf.policy(allow_private=True):
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _rabbitmq_vhosts_dropped() -> Iterator[None]:
+    """The RabbitMQ vhosts the stacks used are deleted together, once, at the end."""
+    yield
+    harness.drop_vhosts()
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -24,18 +25,21 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, make_url, select, text
 
 from broker.app import build_app
 from broker.channels.standard_webhooks import sign
 from broker.runtime import Runtime
 from broker.settings import Settings, load_settings
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-MARIADB_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
+# The servers the tests use; another PostgreSQL or MariaDB (e.g. one started under faketime to
+# run the suite a month ahead) is chosen with FOBO_TEST_PG_URL / FOBO_TEST_MARIADB_URL.
+PG_ADMIN = os.environ.get("FOBO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MARIADB_ADMIN = os.environ.get("FOBO_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 REDIS = "redis://127.0.0.1:6379"
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
-PORTS = {"postgresql": 5432, "mariadb": 3306, "redis": 6379, "rabbitmq": 5672}
+PORTS = {"postgresql": make_url(PG_ADMIN).port or 5432, "mariadb": make_url(MARIADB_ADMIN).port or 3306,
+         "redis": 6379, "rabbitmq": 5672}
 STRICT = os.environ.get("CI", "").lower() in ("1", "true") or \
     os.environ.get("FOBO_REQUIRE_SERVICES") == "1"
 TEST_KEY = Fernet.generate_key().decode()
@@ -74,10 +78,63 @@ def create_database(kind: str) -> tuple[str, Callable[[], None]]:
     return url, drop
 
 
-def drop_vhost(url: str) -> None:
-    if url.startswith("amqp://") and "/broker_t_" in url:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", url.rsplit("/", 1)[1]],
-                       capture_output=True, timeout=60)
+_spare_vhosts: list[str] = []
+_used_vhosts: list[str] = []
+VHOST_BATCH = 6  # each rabbitmqctl call starts an Erlang VM (~0.6 s): make vhosts in batches
+
+
+def _rabbitmq_eval(expression: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", "eval", expression], check=True, capture_output=True,
+                   timeout=120)
+
+
+def _erlang_binaries(names: list[str]) -> str:
+    return "[" + ", ".join(f'<<"{name}">>' for name in names) + "]"
+
+
+def new_vhost() -> str:
+    """A fresh RabbitMQ vhost (guest may use it), from a batch made in one rabbitmqctl call."""
+    if not _spare_vhosts:
+        names = ["broker_t_" + secrets.token_hex(4) for _ in range(VHOST_BATCH)]
+        _rabbitmq_eval(
+            "[begin ok = rabbit_vhost:add(V, <<\"fobo-tests\">>), ok = rabbit_auth_backend_internal:"
+            "set_permissions(<<\"guest\">>, V, <<\".*\">>, <<\".*\">>, <<\".*\">>, "
+            f"<<\"fobo-tests\">>) end || V <- {_erlang_binaries(names)}], ok.")
+        _spare_vhosts.extend(names)
+    vhost = _spare_vhosts.pop()
+    _used_vhosts.append(vhost)
+    return vhost
+
+
+def drop_vhosts() -> None:
+    """Delete every vhost this test run made (once, at the end of the session)."""
+    names = _used_vhosts + _spare_vhosts
+    _used_vhosts.clear()
+    _spare_vhosts.clear()
+    if names:
+        _rabbitmq_eval(f"[rabbit_vhost:delete(V, <<\"fobo-tests\">>) || V <- {_erlang_binaries(names)}], ok.")
+
+
+def _claim_redis_db() -> int:
+    """A Redis database number no other running stack uses (several test runs may share the
+    server): claimed with SET NX in database 0, released when the stack closes."""
+    import redis
+
+    admin = redis.Redis.from_url(f"{REDIS}/0")
+    for _ in range(600):
+        for db in random.sample(range(1, 16), 15):
+            if admin.set(f"fobo-tests:db:{db}", os.getpid(), nx=True, ex=3600):
+                redis.Redis.from_url(f"{REDIS}/{db}").flushdb()
+                return db
+        time.sleep(0.5)
+    raise RuntimeError("no free Redis database (1-15) for a test stack after 5 minutes")
+
+
+def release_queue(url: str) -> None:
+    if url.startswith("redis://"):
+        import redis
+
+        redis.Redis.from_url(f"{REDIS}/0").delete(f"fobo-tests:db:{url.rsplit('/', 1)[1]}")
 
 
 def queue_url(kind: str, data_dir: Path) -> str:
@@ -85,16 +142,8 @@ def queue_url(kind: str, data_dir: Path) -> str:
         return f"sqla+sqlite:///{data_dir}/queue.db"
     require(kind)
     if kind == "redis":
-        import redis
-
-        db = int(secrets.token_hex(1), 16) % 15 + 1
-        redis.Redis.from_url(f"{REDIS}/{db}").flushdb()
-        return f"{REDIS}/{db}"
-    vhost = "broker_t_" + secrets.token_hex(4)
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
-    return f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+        return f"{REDIS}/{_claim_redis_db()}"
+    return f"amqp://guest:guest@127.0.0.1:5672/{new_vhost()}"
 
 
 def free_port() -> int:
@@ -185,12 +234,14 @@ class Stack:
         return self.base_url
 
     def close(self) -> None:
-        self.kill_workers(signal.SIGTERM)
+        # SIGKILL: the stack is thrown away, and a graceful stop of the embedded worker takes
+        # ~8 s (tests of graceful stops send SIGTERM themselves).
+        self.kill_workers(signal.SIGKILL)
         if self._server:
             self._server.shutdown()
         self.runtime.close()
         self._drop()
-        drop_vhost(self.env["BROKER_QUEUE_URL"])
+        release_queue(self.env["BROKER_QUEUE_URL"])
 
     # --- setup helpers ---------------------------------------------------------------
     def cli(self, *args: str) -> Any:
