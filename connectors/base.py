@@ -119,6 +119,10 @@ class Connector:
         """The back-office reference of this order if it was booked already, else None."""
         return None
 
+    def can_look_up(self) -> bool:
+        """Whether lookup() can find a record by external key (then push() looks up itself)."""
+        return type(self).lookup is not Connector.lookup
+
     def discard(self, order: Mapping[str, Any], ctx: PushContext) -> None:
         """Remove what push() booked for this order, as far as the back office allows.
 

@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import cache
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -199,8 +200,11 @@ class HttpConnector(Connector):
         if ctx.action == "create" and self.settings["lookup_url"]:
             # DESIGN invariant 2: protects against back offices that ignore the idempotency key.
             reference = self.lookup(order)
-            if reference is not None:
-                return PushResult(reference, details={"status": 200, "found": True})
+            if reference is not None:  # booked before (its answer was lost): this content updates it
+                ctx = replace(ctx, action="update", reference=reference,
+                              idempotency_key=f"{ctx.idempotency_key}.update")
+                result = self._send(self.settings["url"], order, ctx, "update")
+                return replace(result, reference=reference, details={**result.details, "found": True})
         return self._send(self.settings["url"], order, ctx, ctx.action)
 
     def cancel(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
@@ -211,6 +215,9 @@ class HttpConnector(Connector):
         template = self.settings["cancel_url"]
         url = self._fill(template, order, ctx.reference) if template else self.settings["url"]
         return self._send(url, order, ctx, "cancel")
+
+    def can_look_up(self) -> bool:
+        return bool(self.settings["lookup_url"])
 
     def lookup(self, order: Mapping[str, Any]) -> str | None:
         """The reference found via lookup_url by external id; None on 404 or without lookup_url.
