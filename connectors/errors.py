@@ -53,8 +53,9 @@ class MissingSetting(NeedsAttention):
     """
 
     reason = "missing setting"
+    KIND = "setting"
 
-    def __init__(self, message: str, *, key: str, kind: str = "setting") -> None:
+    def __init__(self, message: str, *, key: str, kind: str = KIND) -> None:
         super().__init__(message, kind=kind, key=key)
 
 

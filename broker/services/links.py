@@ -4,6 +4,7 @@ admin maps — and resuming the deliveries parked for a mapping when it is added
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, tuple_, update
@@ -57,6 +58,41 @@ def learn(session: Session, connector_id: str, links: Iterable[Link]) -> None:
                 "updated_at": now}, unique=("connector_id", "kind", "key"))
 
 
+def resume_parked(session: Session, connector: Connector, kind: str, keys: Iterable[str] | None,
+                  why: str, now: datetime | None = None, *, step: str = "resumed") -> int:
+    """Make the deliveries of `connector` parked on (kind, key) due again (every key of the
+    kind when `keys` is None); each gets a timeline entry saying why ("resumed" when a person
+    caused it). Returns how many."""
+    query = select(Delivery.id, Delivery.order_id).where(
+        Delivery.connector_id == connector.id, Delivery.status == DeliveryStatus.PARKED,
+        Delivery.parked_kind == kind)
+    if keys is not None:
+        keys = sorted(set(keys))
+        if not keys:
+            return 0
+        query = query.where(Delivery.parked_key.in_(keys))
+    now = now or utcnow()
+    parked = session.execute(query).all()
+    for delivery_id, order_id in parked:
+        timeline.record(session, order_id, step, why, delivery_id=delivery_id)
+    if parked:
+        session.execute(update(Delivery).where(Delivery.id.in_([d for d, _ in parked])).values(
+            status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now, parked_reason=None,
+            parked_kind=None, parked_key=None, last_error=None, updated_at=now)
+            .execution_options(synchronize_session=False))
+    return len(parked)
+
+
+def resume_identity_reviews(session: Session, connector: Connector, learned: Iterable[Link],
+                            now: datetime | None = None) -> int:
+    """A booking taught a customer link: orders parked on that customer key try again (the
+    identity may be clear now, e.g. "matches 2 customers" after one was linked)."""
+    keys = [link.key for link in learned if link.kind == "customer"]
+    return resume_parked(session, connector, "customer", keys,
+                         f"a booking in {connector.name} linked this customer; trying again", now,
+                         step="rechecked")
+
+
 def _connector(session: Session, name: str) -> Connector:
     connector = session.execute(select(Connector).where(Connector.name == name)).scalar_one_or_none()
     if connector is None:
@@ -86,22 +122,13 @@ def add_mapping(db: Database, connector_name: str, kind: str, key: str, value: s
             link = session.get(IdentityLink, link_id)
             before = {"value": link.value, "origin": link.origin}
             link.value, link.origin, link.updated_at = value, "admin", now
-        parked = session.execute(select(Delivery.id, Delivery.order_id).where(
-            Delivery.connector_id == connector.id, Delivery.status == DeliveryStatus.PARKED,
-            Delivery.parked_kind == kind, Delivery.parked_key == key)).all()
-        for delivery_id, order_id in parked:
-            timeline.record(session, order_id, "resumed",
-                            f"{kind} {key} mapped to {value} in {connector.name} by {actor}",
-                            delivery_id=delivery_id)
+        resumed = resume_parked(session, connector, kind, [key],
+                                f"{kind} {key} mapped to {value} in {connector.name} by {actor}", now)
         audit.record(session, actor=actor, action="mapping.add", target_type="mapping",
                      target=f"{connector.name}/{kind}/{key}", before=before,
                      after={"connector": connector.name, "kind": kind, "key": key, "value": value,
-                            "origin": "admin", "resumed": len(parked)})
-        if parked:
-            session.execute(update(Delivery).where(Delivery.id.in_([d for d, _ in parked])).values(
-                status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now, parked_reason=None,
-                parked_kind=None, parked_key=None, last_error=None, updated_at=now))
-        return len(parked), [(connector.id, connector.queue)] if parked else []
+                            "origin": "admin", "resumed": resumed})
+        return resumed, [(connector.id, connector.queue)] if resumed else []
 
 
 def remove_mapping(db: Database, connector_name: str, kind: str, key: str, *,

@@ -23,6 +23,7 @@ from broker.services.sources import (
     create_source,
 )
 from connectors.config import merge_secrets, split_secrets
+from connectors.errors import MissingSetting
 from connectors.registry import connector_class
 
 
@@ -92,6 +93,11 @@ def upsert_connector(db: Database, box: SecretBox, name: str, kind: str,
         row.config = public
         if created or changed:
             row.secrets_encrypted = box.encrypt(secrets) if secrets else None
+        if not created and (changed or public != old_public):
+            from broker.services.links import resume_parked
+
+            resume_parked(session, row, MissingSetting.KIND, None,
+                          f"the configuration of {name} was saved by {actor}; trying again")
     return row, created
 
 

@@ -11,9 +11,10 @@ from broker.db import Database
 from broker.models import Connector, Delivery, DeliveryStatus, EventStatus, InboundEvent, Order
 from broker.services.delivery import db_now, due
 from broker.services.intake import due_event
-from connectors.errors import MissingMapping
+from connectors.errors import IdentityReview, MissingMapping
 
-RECHECK_PARKED_SECONDS = 900  # a missing product may be created in the back office meanwhile
+RECHECK_PARKED_SECONDS = 900  # a product or customer may be created or fixed in the back office
+RECHECKED = (MissingMapping.reason, IdentityReview.reason)
 
 
 @dataclass
@@ -21,7 +22,7 @@ class SweepResult:
     connectors: list[tuple[str, str]]  # (connector id, queue) with due work
     events: list[str]                  # inbound events still waiting for normalisation
     released: int = 0                  # parked events whose order has arrived meanwhile
-    rechecked: int = 0                 # deliveries parked on a missing mapping, tried again
+    rechecked: int = 0                 # deliveries parked on a mapping or an identity, tried again
 
 
 def sweep(db: Database, *, grace_seconds: float) -> SweepResult:
@@ -35,7 +36,7 @@ def sweep(db: Database, *, grace_seconds: float) -> SweepResult:
         rechecked = session.execute(  # the product may have been created in the back office
             update(Delivery)
             .where(Delivery.status == DeliveryStatus.PARKED,
-                   Delivery.parked_reason == MissingMapping.reason,
+                   Delivery.parked_reason.in_(RECHECKED),
                    Delivery.updated_at < now - timedelta(seconds=RECHECK_PARKED_SECONDS))
             .values(status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now)
             .execution_options(synchronize_session=False)).rowcount
