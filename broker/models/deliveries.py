@@ -51,6 +51,9 @@ class Delivery(Base):
     parked_reason: Mapped[str | None] = mapped_column(String(32))
     parked_kind: Mapped[str | None] = mapped_column(String(16))
     parked_key: Mapped[str | None] = mapped_column(String(255))
+    # Deliveries with the same key (one customer) are never pushed to one connector at once,
+    # so two first orders of a new customer cannot create it twice. None: the order alone.
+    serial_key: Mapped[str | None] = mapped_column(String(64))
 
     # Never loaded; declared so the unit of work inserts versions before their deliveries.
     version = relationship("OrderVersion", lazy="raise", viewonly=False)

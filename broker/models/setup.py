@@ -44,6 +44,8 @@ class Connector(Base):
     secrets_encrypted: Mapped[str | None] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Pushes in flight at once across all workers; None: the kind's default (max_in_flight).
+    max_in_flight: Mapped[int | None] = mapped_column(Integer)
 
     @property
     def queue(self) -> str:

@@ -7,15 +7,18 @@ the lease is still ours, so a late or duplicate worker can never overwrite a boo
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from broker import metrics
 from broker.db import db_clock, utcnow
@@ -27,6 +30,7 @@ from broker.services import links, timeline
 from broker.services.retry import next_delay
 from connectors.base import Link, Links, PushContext, PushResult
 from connectors.errors import NeedsAttention, PermanentError, TransientError
+from connectors.registry import connector_class
 
 log = logging.getLogger(__name__)
 MAX_ERROR = 2000
@@ -41,6 +45,27 @@ class Claim:
     attempt: int
     token: str
     received_at: datetime
+    version: int = 0
+
+
+def serial_key(data: Mapping[str, Any]) -> str | None:
+    """One key per customer (email, else the channel's customer id), hashed to fit a column.
+
+    Deliveries sharing it never go to one connector at once, so two first orders of a new
+    customer cannot both create the customer in the back office.
+    """
+    customer = data.get("customer") or {}
+    email = (customer.get("email") or "").strip().lower()
+    anchor = (f"email:{email}" if email else
+              f"customer:{data.get('channel') or ''}:{customer['external_id']}"
+              if customer.get("external_id") else None)
+    return hashlib.sha256(anchor.encode()).hexdigest() if anchor else None
+
+
+def idempotency_key(version_id: str, connector_id: str, action: str) -> str:
+    """Stable for one intended write: the create of a version, or its update or cancel."""
+    key = f"{version_id}.{connector_id}"
+    return key if action == "create" else f"{key}.{action}"
 
 
 def delivery_action(status: str, reference: str | None) -> str:
@@ -85,32 +110,92 @@ def bury_exhausted(session: Session, connector: Connector, now: datetime, max_at
     return len(rows)
 
 
+def _lock_connector(session: Session, connector_id: str) -> None:
+    """Claims of one connector take turns (SQLite's BEGIN IMMEDIATE already serialises all
+    writers): the push limit and the one-per-order and one-per-customer rules are checked
+    and taken in one step."""
+    if session.get_bind().dialect.name != "sqlite":
+        session.execute(select(Connector.id).where(Connector.id == connector_id).with_for_update())
+
+
 def claim(session: Session, connector: Connector, *, limit: int, lease_seconds: float,
-          max_attempts: int) -> list[Claim]:
-    """Lease up to `limit` due deliveries of one connector; one order in flight at a time."""
+          max_attempts: int, max_in_flight: int | None = None) -> list[Claim]:
+    """Lease up to `limit` due deliveries of one connector as one batch (one lease token).
+
+    Rules: at most `max_in_flight` batches of the connector hold leases at once; never two
+    deliveries of one order, nor of one customer (serial key) in two batches; a delivery of
+    an older version is superseded, never pushed, once a newer version has a delivery. Each
+    candidate list is read in index order (pending by due time, expired leases by expiry),
+    so a claim costs the same with a backlog of ten or of fifty thousand.
+    """
     now = db_now(session)
+    _lock_connector(session, connector.id)
     bury_exhausted(session, connector, now, max_attempts)
-    other = aliased(Delivery)
-    in_flight = exists().where(
-        other.order_id == Delivery.order_id, other.connector_id == Delivery.connector_id,
-        other.id != Delivery.id, other.status == DeliveryStatus.LEASED, other.lease_until >= now)
-    ids = session.execute(
-        select(Delivery.id).where(Delivery.connector_id == connector.id, due(now), ~in_flight)
-        .order_by(Delivery.next_attempt_at).limit(limit)
-        .with_for_update(skip_locked=True, of=Delivery)
-    ).scalars().all()
-    if not ids:
+    held = session.execute(select(Delivery.order_id, Delivery.serial_key, Delivery.lease_token).where(
+        Delivery.connector_id == connector.id, Delivery.status == DeliveryStatus.LEASED,
+        Delivery.lease_until >= now)).all()
+    if max_in_flight and len({token for _, _, token in held}) >= max_in_flight:
+        return []
+    busy_orders = {order_id for order_id, _, _ in held}
+    busy_keys = {key for _, key, _ in held if key}
+    candidates = select(Delivery.id, Delivery.order_id, Delivery.serial_key, Delivery.attempts,
+                        OrderVersion.version).join(
+        OrderVersion, OrderVersion.id == Delivery.order_version_id).where(
+        Delivery.connector_id == connector.id)
+    rows = [*session.execute(candidates.where(
+        Delivery.status == DeliveryStatus.LEASED, Delivery.lease_until < now)
+        .order_by(Delivery.lease_until).limit(limit * 2)).all(),
+        *session.execute(candidates.where(
+            Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
+            .order_by(Delivery.next_attempt_at).limit(limit * 2)).all()]
+    if not rows:
+        return []
+    newest = dict(session.execute(
+        select(Delivery.order_id, func.max(OrderVersion.version))
+        .join(OrderVersion, OrderVersion.id == Delivery.order_version_id)
+        .where(Delivery.connector_id == connector.id,
+               Delivery.order_id.in_({r.order_id for r in rows}),
+               Delivery.status != DeliveryStatus.SUPERSEDED)
+        .group_by(Delivery.order_id)).all())
+    chosen: list[str] = []
+    older: list[tuple[str, str]] = []
+    taken: set[str] = set()
+    for row in rows:
+        if row.version < newest.get(row.order_id, row.version):
+            older.append((row.id, row.order_id))
+        elif (len(chosen) < limit and row.order_id not in busy_orders | taken
+              and row.serial_key not in busy_keys):
+            chosen.append(row.id)
+            taken.add(row.order_id)
+    if older:
+        _supersede(session, older, now)
+    if not chosen:
         return []
     token = secrets.token_hex(16)
-    session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(
+    session.execute(update(Delivery).where(Delivery.id.in_(chosen), due(now)).values(
         status=DeliveryStatus.LEASED, lease_token=token, attempts=Delivery.attempts + 1,
-        lease_until=now + timedelta(seconds=lease_seconds), updated_at=now))
+        lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+        .execution_options(synchronize_session=False))
     rows = session.execute(
         select(Delivery.id, Delivery.order_id, Delivery.order_version_id, Delivery.action,
-               Delivery.attempts, Order.received_at)
-        .join(Order, Order.id == Delivery.order_id).where(Delivery.id.in_(ids))
+               Delivery.attempts, Order.received_at, OrderVersion.version)
+        .join(Order, Order.id == Delivery.order_id)
+        .join(OrderVersion, OrderVersion.id == Delivery.order_version_id)
+        .where(Delivery.id.in_(chosen), Delivery.lease_token == token)
         .order_by(Delivery.next_attempt_at)).all()
-    return [Claim(r[0], r[1], r[2], r[3], r[4], token, r[5]) for r in rows]
+    return [Claim(r[0], r[1], r[2], r[3], r[4], token, r[5], r[6]) for r in rows]
+
+
+def _supersede(session: Session, deliveries: list[tuple[str, str]], now: datetime) -> None:
+    """Older versions' deliveries whose lease ran out (their worker died): the newer version
+    carries the order now."""
+    for delivery_id, order_id in deliveries:
+        if session.execute(update(Delivery).where(Delivery.id == delivery_id, due(now)).values(
+                status=DeliveryStatus.SUPERSEDED, lease_until=None, lease_token=None, updated_at=now)
+                .execution_options(synchronize_session=False)).rowcount:
+            timeline.record(session, order_id, "superseded",
+                            "a newer version replaced this delivery before it was booked",
+                            delivery_id=delivery_id)
 
 
 @dataclass
@@ -124,6 +209,16 @@ class Outcome:
     retry_after: float | None = None
     links: tuple[Link, ...] = ()   # learned by the connector while booking
     parked: tuple[str, str, str] | None = None  # (reason, link kind, link key)
+    not_applied: tuple[str, ...] = ()  # what the back office did not take, and why
+
+
+@dataclass
+class Predecessor:
+    """An earlier version's delivery that may have reached the back office unanswered."""
+
+    delivery_id: str
+    version_id: str
+    data: dict[str, Any]
 
 
 def _push(connector: Any, order: dict[str, Any], ctx: PushContext) -> PushResult:
@@ -133,21 +228,41 @@ def _push(connector: Any, order: dict[str, Any], ctx: PushContext) -> PushResult
 
 
 def attempt(rt: Runtime, connector_row: Connector, claim: Claim, data: dict[str, Any],
-            reference: str | None, known: Links | None = None) -> Outcome:
-    """Call the connector once and classify what happened."""
+            reference: str | None, known: Links | None = None,
+            predecessor: Predecessor | None = None) -> Outcome:
+    """Call the connector once and classify what happened.
+
+    A create whose predecessor's outcome is unknown (an earlier version was sent, its answer
+    lost) goes to a connector that cannot look records up only after that earlier request was
+    sent again under its own idempotency key: the back office answers with the record it holds
+    (or makes it), and this version follows as an update. Connectors that look up by external
+    key do this themselves.
+    """
     started, clock = utcnow(), time.perf_counter()
     ctx = PushContext(delivery_id=claim.delivery_id,
-                      idempotency_key=f"{claim.version_id}.{connector_row.id}",
+                      idempotency_key=idempotency_key(claim.version_id, connector_row.id, claim.action),
                       action=claim.action, attempt=claim.attempt, reference=reference,
                       document=data, links=known or Links())
 
     def done(status: str, **kw: Any) -> Outcome:
         return Outcome(claim, status, started, int((time.perf_counter() - clock) * 1000), **kw)
 
+    learned: tuple[Link, ...] = ()
     try:
         connector = rt.connector(connector_row)
+        if claim.action == "create" and predecessor is not None and not connector.can_look_up():
+            earlier = connector.push(reload_order(predecessor.data), PushContext(
+                delivery_id=predecessor.delivery_id,
+                idempotency_key=idempotency_key(predecessor.version_id, connector_row.id, "create"),
+                action="create", attempt=claim.attempt, document=predecessor.data, links=ctx.links))
+            learned = tuple(earlier.links)
+            claim.action = delivery_action(data.get("status", "open"), earlier.reference)
+            ctx = replace(ctx, action=claim.action, reference=earlier.reference,
+                          idempotency_key=idempotency_key(claim.version_id, connector_row.id,
+                                                          claim.action))
         result = _push(connector, reload_order(data), ctx)
-        return done("booked", reference=str(result.reference)[:255], links=tuple(result.links))
+        return done("booked", reference=str(result.reference)[:255],
+                    links=learned + tuple(result.links), not_applied=tuple(result.not_applied))
     except NeedsAttention as exc:
         return done("parked", error=str(exc)[:MAX_ERROR],
                     parked=(exc.reason, exc.kind, str(exc.key)[:255]))
@@ -179,7 +294,12 @@ def _settle(rt: Runtime, connector: Connector, outcome: Outcome, now: datetime,
         status = "dead"
         outcome.error = f"gave up after {claim.attempt} attempts; last error: {outcome.error}"
     next_at = now
-    if status == "booked":
+    step = status if status in ("booked", "dead", "parked") else "retry"
+    if status == "booked" and outcome.not_applied and claim.action != "create":
+        step = "not applied"  # a change the back office did not take is not a booking
+        message = (f"not applied in {connector.name}: {'; '.join(outcome.not_applied)} (the back "
+                   f"office keeps {outcome.reference}; attempt {claim.attempt})")
+    elif status == "booked":
         message = f"booked in {connector.name} as {outcome.reference} (attempt {claim.attempt})"
     elif status == "parked":
         message = f"parked ({outcome.parked[0]}): {outcome.error}"
@@ -198,7 +318,6 @@ def _settle(rt: Runtime, connector: Connector, outcome: Outcome, now: datetime,
            "b_reference": outcome.reference if status == "booked" else None,
            "b_booked_at": now if status == "booked" else None, "b_next": next_at,
            "b_error": outcome.error, "b_action": claim.action, "b_now": now}
-    step = status if status in ("booked", "dead", "parked") else "retry"
     return row, Recorded(outcome, step, message)
 
 
@@ -242,6 +361,7 @@ def record(session: Session, rt: Runtime, connector: Connector,
         outcome = entry.outcome
         if outcome.links:
             links.learn(session, connector.id, outcome.links)
+            links.resume_identity_reviews(session, connector, outcome.links, now)
         session.add(DeliveryAttempt(delivery_id=claim.delivery_id, number=claim.attempt,
                                     outcome=entry.step,
                                     error=outcome.error, reference=outcome.reference,
@@ -249,6 +369,10 @@ def record(session: Session, rt: Runtime, connector: Connector,
         timeline.record(session, claim.order_id, entry.step, entry.message,
                         delivery_id=claim.delivery_id, connector=connector.name,
                         attempt=claim.attempt)
+        if entry.step == "booked" and outcome.not_applied:  # booked, all but these parts
+            timeline.record(session, claim.order_id, "not applied",
+                            f"not applied in {connector.name}: {'; '.join(outcome.not_applied)}",
+                            delivery_id=claim.delivery_id, connector=connector.name)
         recorded.append(entry)
     return recorded
 
@@ -264,6 +388,124 @@ def announce(connector: Connector, recorded: Recorded) -> None:
                  extra={"delivery_id": claim.delivery_id, "connector": connector.name})
 
 
+@dataclass
+class LeasePlan:
+    """How long a batch's lease lasts, how many deliveries it holds, how many batches at once."""
+
+    lease_seconds: float
+    batch: int
+    max_in_flight: int
+
+
+def lease_plan(connector: Connector, lease_seconds: float, claim_batch: int) -> LeasePlan:
+    """Size the batch so that every push of it fits in the lease at the connector's worst case
+    (calls per push x (connect + read timeout)); the lease is renewed while pushes run anyway."""
+    config = connector.config or {}
+    try:
+        kind = connector_class(connector.kind)
+        calls, limit = max(1, kind.calls_per_push), kind.max_in_flight
+    except LookupError:  # the kind's package is gone: the push will say so
+        calls, limit = 2, 1
+    per_call = float(config.get("connect_timeout") or 5) + float(config.get("timeout") or 30)
+    per_push = calls * per_call + 1
+    batch = max(1, min(claim_batch, int(lease_seconds // per_push)))
+    return LeasePlan(lease_seconds, batch, connector.max_in_flight or limit)
+
+
+class LeaseKeeper:
+    """Renews a batch's leases while its pushes run, so a slow back office never makes a
+    second worker take deliveries that are still being pushed; knows which ones were lost
+    anyway (the worker stalled past its lease) so they are not pushed twice."""
+
+    def __init__(self, rt: Runtime, claims: list[Claim], lease_seconds: float) -> None:
+        self.rt, self.lease = rt, lease_seconds
+        self.token = claims[0].token if claims else ""
+        self.ids = [c.delivery_id for c in claims]
+        self.lost: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(max(0.5, self.lease / 4)):
+            try:
+                self.renew()
+            except Exception:  # the next renewal tries again; the lease still has time
+                log.exception("renewing the leases of %d deliveries failed", len(self.ids))
+
+    def renew(self) -> None:
+        with self.rt.db.begin() as session:
+            now = db_now(session)
+            kept = session.execute(update(Delivery).where(
+                Delivery.id.in_(self.ids), Delivery.lease_token == self.token,
+                Delivery.status == DeliveryStatus.LEASED).values(
+                lease_until=now + timedelta(seconds=self.lease))
+                .execution_options(synchronize_session=False)).rowcount
+            if kept != len(self.ids):
+                ours = set(session.execute(select(Delivery.id).where(
+                    Delivery.id.in_(self.ids), Delivery.lease_token == self.token)).scalars())
+                self.lost.update(set(self.ids) - ours)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class BatchContext:
+    """What the pushes of a batch need, read in one transaction."""
+
+    versions: dict[str, dict[str, Any]]
+    references: dict[str, str]
+    predecessors: dict[str, Predecessor] = field(default_factory=dict)
+    known: Links = field(default_factory=Links)
+
+
+def batch_context(session: Session, connector: Connector, claims: list[Claim]) -> BatchContext:
+    """Versions, links, the latest booked reference per order, and for orders with none yet,
+    the newest earlier delivery that was attempted without a known outcome."""
+    claimed = {c.delivery_id for c in claims}
+    rows = session.execute(
+        select(Delivery.id, Delivery.order_id, Delivery.order_version_id, Delivery.status,
+               Delivery.reference, Delivery.attempts, Delivery.booked_at, OrderVersion.version)
+        .join(OrderVersion, OrderVersion.id == Delivery.order_version_id)
+        .where(Delivery.connector_id == connector.id,
+               Delivery.order_id.in_({c.order_id for c in claims}))).all()
+    references: dict[str, str] = {}
+    for row in sorted((r for r in rows if r.status == DeliveryStatus.BOOKED and r.reference),
+                      key=lambda r: (r.booked_at, r.version)):
+        references[row.order_id] = row.reference  # the latest booking's reference wins
+    earlier: dict[str, Any] = {}
+    for row in rows:
+        if (row.id not in claimed and row.order_id not in references and row.attempts > 0
+                and row.status != DeliveryStatus.BOOKED
+                and (row.order_id not in earlier or row.version > earlier[row.order_id].version)):
+            earlier[row.order_id] = row
+    wanted = {c.version_id for c in claims} | {r.order_version_id for r in earlier.values()}
+    versions = dict(session.execute(select(OrderVersion.id, OrderVersion.data).where(
+        OrderVersion.id.in_(wanted))).all())
+    predecessors = {order_id: Predecessor(r.id, r.order_version_id, versions[r.order_version_id])
+                    for order_id, r in earlier.items()}
+    known = links.load_links(session, connector, [versions[c.version_id] for c in claims])
+    return BatchContext(versions, references, predecessors, known)
+
+
+def _with_learned(known: Links, learned: Iterable[Link]) -> Links:
+    """Links learned by an earlier push of the batch, visible to the next ones (a new
+    customer's second order in the same batch must find the customer the first one made)."""
+    learned = [link for link in learned if hasattr(known, link.kind)]
+    if not learned:
+        return known
+    merged = {kind: dict(getattr(known, kind)) for kind in ("customer", "product", "tax",
+                                                             "shipping", "payment")}
+    for link in learned:
+        merged[link.kind].setdefault(link.key, link.value)
+    return Links(**merged)
+
+
 def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
     """Deliver due work of one connector in batches until none is left or the budget is spent.
 
@@ -276,33 +518,31 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
             if connector is None or not connector.enabled:
                 return processed
             session.expunge(connector)
-            per_call = float((connector.config or {}).get("timeout", 30)) + 1
-            limit = max(1, min(settings.claim_batch, int(settings.lease_seconds // per_call)))
-            claims = claim(session, connector, limit=limit,
-                           lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts)
+            plan = lease_plan(connector, settings.lease_seconds, settings.claim_batch)
+            claims = claim(session, connector, limit=plan.batch, lease_seconds=plan.lease_seconds,
+                           max_attempts=settings.max_attempts, max_in_flight=plan.max_in_flight)
         if not claims:
             return processed
         with rt.db.begin() as session:
-            versions = dict(session.execute(select(OrderVersion.id, OrderVersion.data).where(
-                OrderVersion.id.in_([c.version_id for c in claims]))).all())
-            known = links.load_links(session, connector, versions.values())
-            references = dict(session.execute(  # the latest booking's reference wins
-                select(Delivery.order_id, Delivery.reference).where(
-                    Delivery.connector_id == connector_id,
-                    Delivery.order_id.in_([c.order_id for c in claims]),
-                    Delivery.status == DeliveryStatus.BOOKED).order_by(Delivery.booked_at)).all())
-        outcomes = []
-        for c in claims:
-            c.action = delivery_action(versions[c.version_id].get("status", "open"),
-                                       references.get(c.order_id))
-            with order_context(c.order_id):
-                outcomes.append(attempt(rt, connector, c, versions[c.version_id],
-                                        references.get(c.order_id), known))
+            batch = batch_context(session, connector, claims)
+        outcomes, known = [], batch.known
+        with LeaseKeeper(rt, claims, plan.lease_seconds) as keeper:
+            for c in claims:
+                if c.delivery_id in keeper.lost:
+                    continue  # another worker holds it now: never two pushes at once
+                data = batch.versions[c.version_id]
+                reference = batch.references.get(c.order_id)
+                c.action = delivery_action(data.get("status", "open"), reference)
+                with order_context(c.order_id):
+                    outcome = attempt(rt, connector, c, data, reference, known,
+                                      batch.predecessors.get(c.order_id))
+                known = _with_learned(known, outcome.links)
+                outcomes.append(outcome)
         with rt.db.begin() as session:
             written = record(session, rt, connector, outcomes)
         for recorded in written:
             announce(connector, recorded)
         processed += len(claims)
-        if len(claims) < limit:
+        if len(claims) < plan.batch:
             return processed
     return processed

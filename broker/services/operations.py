@@ -31,10 +31,10 @@ def _resume(session: Session, d: Delivery, actor: str, now: datetime) -> tuple[s
 
 
 def replay_order(db: Database, order_id: str, actor: str = audit.SYSTEM) -> list[tuple[str, str]]:
-    """Make the dead or parked deliveries of the order's current version due again.
-
-    When the current version has no delivery at all (no route existed), route it now.
-    Pushes are idempotent, so a replay never books twice. Returns connectors to wake.
+    """Make the dead or parked deliveries of the order's current version due again, and route
+    it to every connector its routes name that has no delivery of it (a route added since, or
+    one that was missing). Pushes are idempotent, so a replay never books twice.
+    Returns connectors to wake.
     """
     with db.begin() as session:
         order = session.execute(select(Order).where(Order.id == order_id)
@@ -46,26 +46,23 @@ def replay_order(db: Database, order_id: str, actor: str = audit.SYSTEM) -> list
             .order_by(OrderVersion.version.desc()).limit(1)).scalar_one()
         deliveries = session.execute(select(Delivery).where(
             Delivery.order_version_id == version.id)).scalars().all()
-        if not deliveries:
-            timeline.record(session, order.id, "replayed", f"routed again by {actor}")
-            wake = route_version(session, order, version, version.data)
-            audit.record(session, actor=actor, action="order.replay", target_type="order", target=order.id,
-                         before={"version": version.version, "deliveries": {}},
-                         after={"version": version.version, "routed_again": True,
-                                "connectors_to_wake": len(wake)})
-            return wake
         now, wake = utcnow(), []
         replayed: dict[str, str] = {}
         for d in deliveries:
-            if d.status not in REPLAYABLE:
-                continue
-            replayed[d.id] = d.status
-            wake.append(_resume(session, d, actor, now))
+            if d.status in REPLAYABLE:
+                replayed[d.id] = d.status
+                wake.append(_resume(session, d, actor, now))
+        routed = route_version(session, order, version, version.data,
+                               skip={d.connector_id for d in deliveries})
+        if routed:
+            timeline.record(session, order.id, "replayed",
+                            f"routed again by {actor} to {len(routed)} more connector(s)")
         audit.record(session, actor=actor, action="order.replay", target_type="order", target=order.id,
                      before={"version": version.version, "deliveries": replayed},
                      after={"version": version.version,
-                            "deliveries": {d: DeliveryStatus.PENDING for d in replayed}})
-        return wake
+                            "deliveries": {d: DeliveryStatus.PENDING for d in replayed},
+                            "routed_again": len(routed)})
+        return wake + routed
 
 
 def _locked_delivery(session: Session, delivery_id: str) -> Delivery:

@@ -6,7 +6,7 @@ transaction, so an order, its version and its deliveries are committed together.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,7 @@ from broker.db import insert_ignore, new_id, utcnow
 from broker.models import Connector, Delivery, DeliveryStatus, Order, OrderVersion, Source
 from broker.schemas.order import dump_order, dumped_digest
 from broker.services import routing, timeline
-from broker.services.delivery import delivery_action
+from broker.services.delivery import delivery_action, serial_key
 
 
 @dataclass
@@ -41,10 +41,14 @@ def _booked_reference(session: Session, order_id: str, connector_id: str) -> str
 
 def route_version(session: Session, order: Order, version: OrderVersion,
                   data: Mapping[str, Any], *, new_order: bool = False,
-                  routes: routing.RouteTable | None = None) -> list[tuple[str, str]]:
-    """Create one delivery per matching connector; returns the (connector id, queue) to wake."""
+                  routes: routing.RouteTable | None = None,
+                  skip: Collection[str] = ()) -> list[tuple[str, str]]:
+    """Create one delivery per matching connector (except those in `skip`); returns the
+    (connector id, queue) to wake. A disabled connector's delivery waits until it is enabled."""
     wake: list[tuple[str, str]] = []
-    connectors: list[Connector] = routing.connectors_for(session, order.source_id, data, routes)
+    connectors: list[Connector] = [
+        c for c in routing.connectors_for(session, order.source_id, data, routes) if c.id not in skip]
+    key = serial_key(data)
     for connector in connectors:
         superseded = 0 if new_order else session.execute(
             update(Delivery)
@@ -58,14 +62,17 @@ def route_version(session: Session, order: Order, version: OrderVersion,
                             f"version {version.version}")
         reference = None if new_order else _booked_reference(session, order.id, connector.id)
         delivery = Delivery(id=new_id(), order_id=order.id, order_version_id=version.id,
-                            connector_id=connector.id,
+                            connector_id=connector.id, serial_key=key,
                             action=delivery_action(order.status, reference))
         session.add(delivery)
+        waits = "" if connector.enabled else "; the connector is disabled: it waits until enabled"
         timeline.record(session, order.id, "queued",
-                        f"version {version.version} queued for {connector.name} ({delivery.action})",
+                        f"version {version.version} queued for {connector.name} "
+                        f"({delivery.action}){waits}",
                         delivery_id=delivery.id, connector=connector.name)
-        wake.append((connector.id, connector.queue))
-    if not connectors:
+        if connector.enabled:
+            wake.append((connector.id, connector.queue))
+    if not connectors and not skip:
         timeline.record(session, order.id, "unrouted",
                         "no route sends this order to a connector; add a route and replay it")
     return wake

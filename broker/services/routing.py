@@ -34,13 +34,14 @@ RouteTable = dict[str, list[tuple[Route, Connector]]]
 
 def routes_of(session: Session, source_id: str, cache: RouteTable | None = None,
               ) -> list[tuple[Route, Connector]]:
-    """Enabled routes of a source; `cache` lets a batch read them once."""
+    """Enabled routes of a source, to enabled and disabled connectors alike (a disabled
+    connector's deliveries wait until it is enabled); `cache` lets a batch read them once."""
     if cache is not None and source_id in cache:
         return cache[source_id]
     rows = [tuple(row) for row in session.execute(
         select(Route, Connector)
         .join(Connector, Connector.id == Route.connector_id)
-        .where(Route.source_id == source_id, Route.enabled.is_(True), Connector.enabled.is_(True))
+        .where(Route.source_id == source_id, Route.enabled.is_(True))
         .order_by(Connector.name)
     ).all()]
     if cache is not None:

@@ -20,18 +20,23 @@ Endpoints:
 
 Faults (`script`, `fail_rate`) apply to every request but the token endpoint; `delay` is applied
 after the request took effect and before the answer, so a client timeout leaves a booked record
-behind, exactly the case idempotency keys exist for.
+behind, exactly the case idempotency keys exist for; `lose_answers` does it for the next n
+writes only (the connection is dropped, or the answer comes after `seconds`). A back office that
+ignores idempotency keys is `ignore_idempotency_keys()`. `overlaps` counts requests about one
+order that were in progress at the same time (a broker must never push one order twice at once).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import random
 import re
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -79,6 +84,10 @@ class Sink:
             self._tokens: dict[str, float] = {}
             self._token_requests = 0
             self._seq = 0
+            self._honour_keys = True
+            self._lose: deque[float | None] = deque()  # None: drop the connection
+            self._busy: Counter[str] = Counter()
+            self._overlaps: Counter[str] = Counter()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -126,6 +135,17 @@ class Sink:
         with self._cond:
             self._delay = seconds
 
+    def lose_answers(self, n: int = 1, *, seconds: float | None = None) -> None:
+        """The next n writes take effect, then their answer is lost: the connection is dropped
+        (seconds=None) or the answer waits `seconds` (longer than the client's read timeout)."""
+        with self._cond:
+            self._lose.extend([seconds] * n)
+
+    def ignore_idempotency_keys(self) -> None:
+        """Behave like a back office without idempotency: every create makes a record."""
+        with self._cond:
+            self._honour_keys = False
+
     def require_basic(self, user: str, password: str) -> None:
         with self._cond:
             self._auth = ("basic", base64.b64encode(f"{user}:{password}".encode()).decode())
@@ -166,6 +186,12 @@ class Sink:
             return Counter(self._creates)
 
     @property
+    def overlaps(self) -> Counter[str]:
+        """external_id → requests about it that began while another one was in progress."""
+        with self._cond:
+            return Counter(self._overlaps)
+
+    @property
     def token_requests(self) -> int:
         with self._cond:
             return self._token_requests
@@ -179,6 +205,26 @@ class Sink:
 
     def _handle(self, h: _Handler) -> None:
         body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        subject = _subject(urlsplit(h.path).path, body)
+        with self._cond:
+            if subject:
+                self._overlaps[subject] += bool(self._busy[subject])
+                self._busy[subject] += 1
+        released = False
+
+        def release() -> None:  # the request is over for the client: answered, or given up on
+            nonlocal released
+            if subject and not released:
+                released = True
+                with self._cond:
+                    self._busy[subject] -= 1
+
+        try:
+            self._respond(h, body, release)
+        finally:
+            release()
+
+    def _respond(self, h: _Handler, body: bytes, release: Any) -> None:
         try:
             status, headers, payload = self._answer(h.command, urlsplit(h.path).path, h, body)
         except Exception:
@@ -186,6 +232,17 @@ class Sink:
             status, headers, payload = _json(500, {"error": "sink bug"})
         with self._cond:
             delay = self._delay
+            write = h.command in ("POST", "PUT") and urlsplit(h.path).path != "/oauth/token"
+            lose = self._lose.popleft() if self._lose and write and status < 300 else False
+        if lose is not False:
+            release()  # the client will not see this answer: its next request is no overlap
+        if lose is None:  # the write happened; the connection drops before the answer
+            h.close_connection = True
+            with contextlib.suppress(OSError):
+                h.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if lose:
+            time.sleep(lose)
         if delay:
             time.sleep(delay)
         h.send_response(status)
@@ -224,7 +281,7 @@ class Sink:
 
     def _idempotent(self, key: str | None, method: str, path: str, body: bytes, apply: Any,
                     ) -> Answer:
-        if key is None:
+        if key is None or not self._honour_keys:
             return apply(body)
         fingerprint = hashlib.sha256(f"{method} {path}\n".encode() + body).hexdigest()
         if key in self._stored:
@@ -306,6 +363,18 @@ class Sink:
         self._tokens[token] = time.monotonic() + client[1]
         return _json(200, {"access_token": token, "token_type": "Bearer",
                            "expires_in": client[1]}, no_store)
+
+
+def _subject(path: str, body: bytes) -> str | None:
+    """The external id a request is about (writes by body, lookups by path)."""
+    if m := _BY_EXTERNAL.fullmatch(path):
+        return unquote(m[1])
+    if path == "/orders" and body:
+        try:
+            return str(json.loads(body)["order"]["external_id"])
+        except (ValueError, KeyError, TypeError):
+            return None
+    return None
 
 
 class _Handler(BaseHTTPRequestHandler):

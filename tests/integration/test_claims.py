@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 from harness import order
 from sqlalchemy import update
@@ -20,8 +21,9 @@ def _orders(stack, count: int) -> Connector:
     stack.route("shop", "erp")
     with stack.runtime.db.begin() as session:
         source = session.query(Source).one()
-        for i in range(count):
-            apply_version(session, source, load_order(order(f"C{i:04d}")))
+        for i in range(count):  # a customer each: one customer's orders are claimed one batch at a time
+            apply_version(session, source, load_order(order(f"C{i:04d}", customer={
+                "email": f"c{i}@example.com", "email_verified": True})))
         connector = session.query(Connector).one()
         session.expunge(connector)
     return connector
@@ -115,3 +117,66 @@ def test_an_outcome_is_dropped_when_its_lease_was_taken_over(db_stack):
     with stack.runtime.db.begin() as session:
         taken = session.get(Delivery, owner[0].delivery_id)
     assert taken.status == DeliveryStatus.LEASED and taken.reference is None
+
+
+def test_a_connector_never_has_more_batches_in_flight_than_its_limit(db_stack):
+    stack = db_stack
+    connector = _orders(stack, 6)
+    with stack.runtime.db.begin() as session:
+        first = claim(session, connector, limit=2, lease_seconds=60, max_attempts=5, max_in_flight=1)
+    with stack.runtime.db.begin() as session:  # another worker, while the first batch runs
+        assert claim(session, connector, limit=2, lease_seconds=60, max_attempts=5,
+                     max_in_flight=1) == []
+        second = claim(session, connector, limit=2, lease_seconds=60, max_attempts=5, max_in_flight=2)
+    assert len(first) == len(second) == 2
+    assert {c.delivery_id for c in first}.isdisjoint(c.delivery_id for c in second)
+    _expire_leases(stack)  # both workers died: their slots come back with their leases
+    with stack.runtime.db.begin() as session:
+        assert len(claim(session, connector, limit=9, lease_seconds=60, max_attempts=5,
+                         max_in_flight=1)) == 6
+
+
+def test_one_customers_orders_are_never_in_two_batches_at_once(db_stack):
+    """Two first orders of a new customer in two workers would create the customer twice."""
+    stack = db_stack
+    connector = _orders(stack, 0)
+    with stack.runtime.db.begin() as session:
+        source = session.query(Source).one()
+        for number, email in (("A1", "ann@example.com"), ("A2", "ANN@example.com"),
+                              ("B1", "bob@example.com")):
+            apply_version(session, source, load_order(order(number, customer={
+                "email": email, "email_verified": True})))
+    with stack.runtime.db.begin() as session:
+        first = claim(session, connector, limit=1, lease_seconds=60, max_attempts=5)
+    with stack.runtime.db.begin() as session:
+        second = claim(session, connector, limit=5, lease_seconds=60, max_attempts=5)
+    numbers = {c.order_id: n for n, c in _numbers(stack, first + second).items()}
+    assert len(first) == 1 and len(second) == 1, numbers
+    assert {numbers[first[0].order_id][0], numbers[second[0].order_id][0]} == {"A", "B"}
+
+
+def test_an_older_versions_expired_lease_is_superseded_not_pushed(db_stack):
+    """After a crash the expired v1 lease and the pending v2 are both due: only v2 is pushed."""
+    stack = db_stack
+    connector = _orders(stack, 1)
+    with stack.runtime.db.begin() as session:
+        (v1,) = claim(session, connector, limit=5, lease_seconds=60, max_attempts=5)
+    with stack.runtime.db.begin() as session:
+        source = session.query(Source).one()
+        apply_version(session, source, load_order(order("C0000", updated_at="2099-01-01T00:00:00Z")))
+    _expire_leases(stack)
+    with stack.runtime.db.begin() as session:
+        claimed = claim(session, connector, limit=5, lease_seconds=60, max_attempts=5)
+    assert [c.version for c in claimed] == [2]
+    with stack.runtime.db.begin() as session:
+        assert session.get(Delivery, v1.delivery_id).status == DeliveryStatus.SUPERSEDED
+
+
+def _numbers(stack, claims) -> dict[str, Any]:
+    from broker.models import Order
+
+    with stack.runtime.db.begin() as session:
+        rows = session.query(Order.id, Order.external_id).filter(
+            Order.id.in_([c.order_id for c in claims])).all()
+    by_id = dict(rows)
+    return {by_id[c.order_id]: c for c in claims}
