@@ -500,6 +500,7 @@ class FakeErpNext(FakeVendor):
                                     ("Sales Tax", "Tax", "Liability"), ("VAT", "Tax", "Liability"),
                                     ("Freight and Forwarding Charges", "Chargeable", "Expense"),
                                     ("Round Off", "Round Off", "Expense"),
+                                    ("Cash", "Cash", "Asset"),
                                     ("Cost of Goods Sold", "Cost of Goods Sold", "Expense")):
             self.put_account(f"{account} - {self.abbr}", account_type=kind, root_type=root)
 
