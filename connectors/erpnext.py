@@ -77,7 +77,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, tzinfo
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from http import HTTPStatus
@@ -90,7 +90,7 @@ from marshmallow import ValidationError, fields, validate, validates, validates_
 
 from connectors.base import Connector, Link, Links, PushContext, PushResult
 from connectors.config import ConfigSchema, Secret
-from connectors.errors import PermanentError, TransientError
+from connectors.errors import MissingMapping, MissingSetting, PermanentError, TransientError
 from connectors.identity import (
     anchors_field,
     customer_keys,
@@ -105,6 +105,8 @@ USER_AGENT = "fobo-broker/0.1 (erpnext connector)"
 SO, SI = "Sales Order", "Sales Invoice"
 MAKE_INVOICE = "erpnext.selling.doctype.sales_order.sales_order.make_sales_invoice"
 LINKED = "frappe.desk.form.linked_with.get_submitted_linked_docs"
+# 500s that are a malformed request, not a busy server (the connector's bug: retrying cannot help)
+BROKEN_QUERY = re.compile(r"\((1052|1054|1064|1146),")
 RETRY_TYPES = frozenset({"TimestampMismatchError", "QueryDeadlockError", "QueryTimeoutError",
                          "DocumentLockedError", "TooManyRequestsError"})
 PAGE = 100
@@ -144,8 +146,17 @@ class ErpNextConfig(ConfigSchema):
 
     @validates("url")
     def _no_credentials_in_url(self, value: str, **kwargs: Any) -> None:
-        if "@" in urlsplit(value).netloc:
+        parts = urlsplit(value)
+        if "@" in parts.netloc:
             raise ValidationError("put the API key and secret in api_key/api_secret, not the URL")
+        path = parts.path.rstrip("/")
+        suffix = next((s for s in ("/app", "/api", "/desk", "/login", "/#login")
+                       if path == s or path.startswith(s + "/") or path.endswith(s)), None)
+        if suffix or parts.fragment or parts.query:
+            base = f"{parts.scheme}://{parts.netloc}"
+            raise ValidationError(f"use the site's base address {base} (without "
+                                  f"{suffix or 'the query or #fragment'}): the connector adds "
+                                  "/api/... itself")
 
     @validates("timezone")
     def _known_zone(self, value: str, **kwargs: Any) -> None:
@@ -194,6 +205,15 @@ class ErpNextConnector(Connector):
     kind = "erpnext"
     title = "ERPNext"
     Config = ErpNextConfig
+    # Concurrent submits of orders that share items deadlock in MariaDB (2 of 6 in a recorded
+    # burst), and concurrent first orders of one new customer race for its name: two pushes at
+    # once keep both rare while still overlapping one push's network waits with another's.
+    max_in_flight = 2
+    # Worst case of one push (an amendment of an order with a new customer in a foreign currency):
+    # lookup 2, items+UOMs+accounts 3, currency 5, customer 3, country 2, addresses 4, the order
+    # 2, unbooking the old revision 6 (its invoices, links, cancels, a draft's delete), the
+    # invoice 5 (list, map, insert, read, submit) = 32.
+    calls_per_push = 32
 
     def __init__(self, config: Mapping[str, Any], *, name: str = "") -> None:
         super().__init__(config, name=name)
@@ -208,6 +228,7 @@ class ErpNextConnector(Connector):
         self._zone = _zone(self.settings["timezone"])
         self._pool: urllib3.PoolManager | None = None
         self._countries: dict[str, str | None] = {}
+        self._company: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -227,7 +248,11 @@ class ErpNextConnector(Connector):
         wanted += [("Account", self.settings[k], k)
                    for k in ("tax_account", "shipping_account", "rounding_account")]
         wanted += [("Item", self.settings["shipping_item"], "shipping_item"),
-                   ("Customer", self.settings["guest_customer"], "guest_customer")]
+                   ("Customer", self.settings["guest_customer"], "guest_customer"),
+                   ("Customer Group", self.settings["customer_group"], "customer_group"),
+                   ("Territory", self.settings["territory"], "territory"),
+                   ("Price List", self.settings["price_list"], "price_list"),
+                   ("Warehouse", self.settings["warehouse"], "warehouse")]
         for doctype, value, key in wanted:
             if value and self._get(doctype, value, subject=f"the check of {key}") is None:
                 raise PermanentError(f"{doctype} {value!r} (setting {key} of connector "
@@ -244,6 +269,14 @@ class ErpNextConnector(Connector):
         head = self._locate(order, ctx)
         if order.get("status") == "cancelled":
             return self._book_cancelled(order, ctx, head)
+        result = self._book(order, ctx, head)
+        if (order.get("note") or "").strip():
+            result = replace(result, not_applied=(
+                "the note: ERPNext's Sales Order has no note field that may change after "
+                "submission, so the connector does not carry notes; add it in ERPNext by hand",))
+        return result
+
+    def _book(self, order: Mapping[str, Any], ctx: PushContext, head: _Head | None) -> PushResult:
         plan = self._plan(order, ctx, head)
         if head is None:
             doc = self._insert_order(order, plan, amended_from=None)
@@ -288,6 +321,23 @@ class ErpNextConnector(Connector):
         if head is None:
             return None
         return _reference(head.name, self._last_invoice(head.name))
+
+    def discard(self, order: Mapping[str, Any], ctx: PushContext) -> None:
+        """Remove the order's documents as far as ERPNext allows: drafts deleted, submitted ones
+        cancelled (invoices first), then the cancelled ones deleted too (ERPNext allows deleting a
+        cancelled document that nothing else links to). Raises: TransientError, PermanentError."""
+        head = self._locate(order, ctx)
+        if head is None:
+            return
+        if head.docstatus == 1:
+            self._unbook(order, head, why="to discard")
+        for name in [*head.chain, head.name]:
+            for inv in self._invoices(name):
+                self._call("DELETE", f"/api/resource/{quote(SI)}/{quote(inv['name'], safe='')}",
+                           subject=f"the discarded Sales Invoice {inv['name']}", missing_ok=True)
+        for name in reversed([*head.chain, head.name]):
+            self._call("DELETE", f"/api/resource/{quote(SO)}/{quote(name, safe='')}",
+                       subject=f"the discarded Sales Order {name}", missing_ok=True)
 
     def close(self) -> None:
         with self._lock:
@@ -363,9 +413,8 @@ class ErpNextConnector(Connector):
         """
         if not heads:
             return heads
-        keys = customer_keys(order, self._anchors)
-        linked = {links.customer[k] for k in keys if k in links.customer}
-        email = ((order.get("customer") or {}).get("email") or "").strip().lower()
+        linked = set(_trusted_links(order, links, self._anchors))
+        email = _verified_email(order)
         if linked and not email:
             return [h for h in heads if h.get("customer") in linked]
         if not email:
@@ -379,13 +428,17 @@ class ErpNextConnector(Connector):
             mine += [h for h in heads if h.get("customer") in same]
         return mine
 
-    def _invoices(self, sales_order: str) -> list[dict[str, Any]]:
-        """Invoices billing the order; a child-table filter repeats an invoice per matching row."""
+    def _invoices(self, sales_order: str, *, returns: bool = False) -> list[dict[str, Any]]:
+        """Invoices billing the order; a child-table filter repeats an invoice per matching row,
+        and lists credit notes too (their rows keep `sales_order`): left out unless `returns`."""
         rows = self._list(SI, [["Sales Invoice Item", "sales_order", "=", sales_order]],
-                          ["name", "docstatus", "grand_total", "outstanding_amount", "status"],
-                          order_by="creation asc", limit=PAGE,
+                          ["name", "docstatus", "grand_total", "base_grand_total",
+                           "outstanding_amount", "status", "is_return", "return_against",
+                           "currency", "party_account_currency"],
+                          order_by="`tabSales Invoice`.creation asc", limit=PAGE,
                           subject=f"the invoices of Sales Order {sales_order}")
-        return list({r["name"]: r for r in rows}.values())
+        unique = list({r["name"]: r for r in rows}.values())
+        return unique if returns else [r for r in unique if not int(r.get("is_return") or 0)]
 
     def _last_invoice(self, sales_order: str) -> str | None:
         """The invoice to name in the reference: the submitted one, else the latest."""
@@ -397,7 +450,7 @@ class ErpNextConnector(Connector):
     def _plan(self, order: Mapping[str, Any], ctx: PushContext, head: _Head | None) -> _Plan:
         """Resolve products and mappings first (they park without side effects), then the customer."""
         lines = order["lines"]
-        items = self._items(lines, ctx)
+        items, items_uom = self._items(lines, ctx)
         places = _places(order)
         quantum = Decimal(1).scaleb(-places)
         when = self._date(order)
@@ -439,8 +492,10 @@ class ErpNextConnector(Connector):
             account = mapped(ctx, "tax", tax_name, connector=self.name,
                              default=self.settings["tax_account"])
             if account is None:
-                raise PermanentError(f"{_label(order)} has a tax without a name and connector "
-                                     f"'{self.name}' has no tax_account; set tax_account")
+                raise MissingSetting(f"missing setting: {_label(order)} has a tax without a name "
+                                     f"and connector '{self.name}' has no tax_account; set "
+                                     "tax_account (e.g. the company's Sales Tax account)",
+                                     key="tax_account")
             body["taxes"].append(_actual(account, _tax_text(tax_name, rate), amount))
         total = order["totals"]["total"]
         tax_total = _sum(amount for _, amount in taxes.values())
@@ -450,27 +505,160 @@ class ErpNextConnector(Connector):
             body["apply_discount_on"], body["discount_amount"] = "Net Total", discount
         elif discount < 0:
             if not self.settings["rounding_account"]:
-                raise PermanentError(
-                    f"{_label(order)}: its total {total} is {-discount} above the sum of its parts "
-                    f"(the channel's rounding); set rounding_account of connector '{self.name}' "
-                    "(e.g. the company's Round Off account) so the difference can be booked")
+                raise MissingSetting(
+                    f"missing setting: {_label(order)}: its total {total} is {-discount} above the "
+                    f"sum of its parts (the channel's rounding); set rounding_account of connector "
+                    f"'{self.name}' (e.g. the company's Round Off account) so the difference can "
+                    "be booked", key="rounding_account")
             body["taxes"].append(_actual(self.settings["rounding_account"],
                                          "Rounding difference to the channel total", -discount))
-        customer, links = self._customer(order, ctx, head)
+        customer = self._customer(order, ctx, head)
+        self._prechecks(order, body, items, items_uom, customer)  # before anything is written
+        if customer is None:
+            customer = self._create_customer(order)
         body["customer"] = customer
         body.update(self._addresses(order, customer))
-        return _Plan(body, total, customer, links)
+        return _Plan(body, total, customer, customer_links(order, customer, self._anchors))
 
-    def _items(self, lines: Iterable[Mapping[str, Any]], ctx: PushContext) -> dict[str, str]:
-        """SKU → Item name: a link, else the Item whose item_code is the SKU (one query)."""
-        skus = sorted({ln.get("sku") or ln.get("name") for ln in lines} - set(ctx.links.product))
+    def _items(self, lines: Iterable[Mapping[str, Any]],
+               ctx: PushContext) -> tuple[dict[str, str], dict[str, str]]:
+        """SKU → Item name (a link, else the Item whose item_code is the SKU), and Item → its
+        stock UOM; one query per hundred items."""
+        lines = list(lines)
+        resolved = resolve_products(lines, ctx, connector=self.name, find=self._item_lookup(
+            sorted({ln.get("sku") or ln.get("name") for ln in lines} - set(ctx.links.product))))
+        names = sorted(set(resolved.values()))
+        uoms: dict[str, str] = {}
+        for start in range(0, len(names), PAGE):
+            part = names[start:start + PAGE]
+            rows = self._list("Item", [["name", "in", part]], ["name", "stock_uom"],
+                              limit=len(part), subject="the units of the order's items")
+            uoms.update({r["name"]: r.get("stock_uom") or "" for r in rows})
+        missing = [n for n in names if n not in uoms]
+        if missing:
+            raise MissingMapping(
+                f"missing mapping: Item {missing[0]!r} (mapped for this order's SKU) does not exist "
+                f"in ERPNext; map the SKU to an existing Item with `broker mappings add "
+                f"{self.name} product SKU ITEM` or create the Item", kind="product", key=missing[0])
+        return resolved, uoms
+
+    def _item_lookup(self, skus: list[str]) -> Any:
         found: dict[str, str] = {}
         for start in range(0, len(skus), PAGE):
             part = skus[start:start + PAGE]
             rows = self._list("Item", [["item_code", "in", part]], ["name", "item_code"],
                               limit=len(part) * 2, subject="the item lookup")
             found.update({r["item_code"]: r["name"] for r in rows})
-        return resolve_products(lines, ctx, connector=self.name, find=found.get)
+        return found.get
+
+    def _prechecks(self, order: Mapping[str, Any], body: Mapping[str, Any],
+                   items: Mapping[str, str], uoms: Mapping[str, str], customer: str | None) -> None:
+        """What ERPNext would refuse once the Sales Order is in, checked before anything is
+        written: so an order books completely or leaves nothing behind.
+
+        Accounts of the tax, shipping and rounding rows exist; quantities are whole where the
+        Item's UOM must be (UOMMustBeIntegerError); a foreign-currency invoice can be booked on
+        the customer's receivable account (validate_party_account_currency).
+        """
+        accounts = sorted({t["account_head"] for t in body["taxes"]})
+        if accounts:
+            rows = self._list("Account", [["name", "in", accounts]], ["name"], limit=len(accounts),
+                              subject="the accounts of the order's taxes and charges")
+            missing = sorted(set(accounts) - {r["name"] for r in rows})
+            if missing:
+                raise PermanentError(
+                    f"{_label(order)} needs Account {missing[0]!r} ({self._account_origin(missing[0])}"
+                    f") but ERPNext at {self._origin} has no such account; create it or fix the "
+                    "setting or mapping, then replay. Nothing was booked")
+        extra = sorted({r["item_code"] for r in body["items"]} - set(uoms))
+        if extra:  # the shipping item
+            rows = self._list("Item", [["name", "in", extra]], ["name", "stock_uom"],
+                              limit=len(extra), subject="the shipping item")
+            if len(rows) < len(extra):
+                raise MissingSetting(f"missing setting: Item {extra[0]!r} (shipping_item of "
+                                     f"connector '{self.name}') does not exist in ERPNext; create "
+                                     "it or change shipping_item", key="shipping_item")
+        fractional = [ln for ln in order["lines"]
+                      if Decimal(ln["quantity"]) != Decimal(ln["quantity"]).to_integral_value()]
+        if fractional:
+            names = sorted({uoms[items[ln.get("sku") or ln.get("name")]] for ln in fractional})
+            rows = self._list("UOM", [["name", "in", names]], ["name", "must_be_whole_number"],
+                              limit=len(names), subject="the units of measure of the order")
+            whole = {r["name"] for r in rows if int(r.get("must_be_whole_number") or 0)}
+            for line in fractional:
+                sku = line.get("sku") or line.get("name")
+                uom = uoms[items[sku]]
+                if uom in whole:
+                    raise PermanentError(
+                        f"{_label(order)}: SKU {sku} has quantity {line['quantity']} but ERPNext "
+                        f"sells Item {items[sku]} in UOM {uom!r}, which must be a whole number; "
+                        f"untick 'Must be Whole Number' in UOM {uom} (or give the Item a "
+                        "fractional UOM and map the SKU to it), then replay. Nothing was booked")
+        if self.settings["make_invoice"] and order["currency"] != self._company_currency():
+            self._invoice_currency(order, customer)
+
+    def _account_origin(self, account: str) -> str:
+        for key in ("tax_account", "shipping_account", "rounding_account"):
+            if self.settings[key] == account:
+                return f"setting {key} of connector '{self.name}'"
+        return f"a tax or shipping mapping of connector '{self.name}'"
+
+    def _company_currency(self) -> str:
+        with self._lock:
+            if self._company is not None:
+                return self._company["default_currency"]
+        if self.settings["company"]:
+            company = self._get("Company", self.settings["company"], subject="the company",
+                                fields=("name", "default_currency", "default_receivable_account"))
+        else:
+            rows = self._list("Company", [], ["name", "default_currency",
+                                              "default_receivable_account"], limit=2,
+                              subject="the companies")
+            company = rows[0] if len(rows) == 1 else None
+        if company is None:
+            raise MissingSetting(f"missing setting: ERPNext at {self._origin} has several companies "
+                                 f"(or the configured one does not exist); set company of connector "
+                                 f"'{self.name}'", key="company")
+        with self._lock:
+            self._company = company
+        return company["default_currency"]
+
+    def _invoice_currency(self, order: Mapping[str, Any], customer: str | None) -> None:
+        """ERPNext books an invoice in another currency than its receivable account's only for a
+        customer who already has ledger entries, or when Accounts Settings allow it [7c, 7j]."""
+        assert self._company is not None
+        account = self._company.get("default_receivable_account")
+        if customer is not None:
+            doc = self._get("Customer", customer, subject=f"customer {customer}") or {}
+            if self._ledger_currency(customer):
+                return
+            account = next((a.get("account") for a in doc.get("accounts") or []
+                            if a.get("company") == self._company["name"] and a.get("account")),
+                           account)
+        rows = self._list("Account", [["name", "=", account]], ["name", "account_currency"],
+                          limit=1, subject=f"the receivable account {account}") if account else []
+        currency = rows[0].get("account_currency") if rows else self._company["default_currency"]
+        if currency == order["currency"]:
+            return
+        settings = self._get("Accounts Settings", "Accounts Settings",
+                             subject="the Accounts Settings") or {}
+        if int(settings.get("allow_multi_currency_invoices_against_single_party_account") or 0):
+            return
+        who = f"customer {customer}" if customer else "a new customer"
+        raise PermanentError(
+            f"{_label(order)} is in {order['currency']} but ERPNext would invoice {who} on "
+            f"receivable account {account} in {currency} and refuse it (\"Party Account "
+            f"{account} currency ({currency}) and document currency ({order['currency']}) should "
+            f"be same\"); give the customer a {order['currency']} receivable account (Customer → "
+            "Accounting), or enable 'Allow multi-currency invoices against single party account' "
+            "in Accounts Settings, or route this shop's orders to a company in "
+            f"{order['currency']}; then replay. Nothing was booked")
+
+    def _ledger_currency(self, customer: str) -> str | None:
+        rows = self._list("GL Entry", [["party_type", "=", "Customer"], ["party", "=", customer],
+                                       ["is_cancelled", "=", 0]], ["account_currency"], limit=1,
+                          subject=f"the ledger of customer {customer}")
+        return rows[0].get("account_currency") if rows else None
 
     @staticmethod
     def _item_row(line: Mapping[str, Any], item: str, inclusive: bool, quantum: Decimal,
@@ -501,9 +689,9 @@ class ErpNextConnector(Connector):
                                 else "shipping_account"]
         target = mapped(ctx, "shipping", ship.get("method"), connector=self.name, default=default)
         if target is None:
-            raise PermanentError(
-                f"a shipping line without a method and no default for connector '{self.name}'; set "
-                f"{'shipping_item' if self.settings['shipping_as'] == 'item' else 'shipping_account'}")
+            key = "shipping_item" if self.settings["shipping_as"] == "item" else "shipping_account"
+            raise MissingSetting(f"missing setting: a shipping line without a method and no "
+                                 f"{key} on connector '{self.name}'; set {key}", key=key)
         return target
 
     def _date(self, order: Mapping[str, Any], *, default: bool = True) -> date | None:
@@ -517,19 +705,21 @@ class ErpNextConnector(Connector):
 
     # --- customers and addresses -------------------------------------------------------------
     def _customer(self, order: Mapping[str, Any], ctx: PushContext,
-                  head: _Head | None) -> tuple[str, tuple[Link, ...]]:
-        """A linked customer, the booked order's customer, a match by email, or a new one."""
+                  head: _Head | None) -> str | None:
+        """A linked customer, the booked order's customer, a match by email; None: a new one.
+
+        A link learned for an email proves nothing when this order's email is unverified: only
+        links on a verified email or the channel's customer id count (identity.resolve_customer).
+        """
         keys = customer_keys(order, self._anchors)
         if not keys and self.settings["guest_customer"]:
-            return self.settings["guest_customer"], ()
-        linked = next((ctx.links.customer[k] for k in keys if k in ctx.links.customer), None)
+            return self.settings["guest_customer"]
+        linked = next(iter(_trusted_links(order, ctx.links, self._anchors)), None)
         found = linked or (head.customer if head is not None and head.customer else None)
         if found is None:
             found = resolve_customer(order, ctx, anchors=self._anchors,
                                      search_by_email=self._customers_by_email)
-        if found is None:
-            found = self._create_customer(order)
-        return found, customer_links(order, found, self._anchors)
+        return found
 
     def _customers_by_email(self, email: str) -> list[str]:
         rows = self._list("Customer", [["email_id", "=", email], ["disabled", "=", 0]], ["name"],
@@ -557,8 +747,25 @@ class ErpNextConnector(Connector):
         if who.get("tax_id"):
             body["tax_id"] = who["tax_id"]
         body.update(self._address_fields(billing))
-        doc = self._call("POST", "/api/resource/Customer", body=body,
-                         subject=f"the new customer {name!r} of {_label(order)}")["data"]
+        email = _verified_email(order)
+        try:
+            doc = self._call("POST", "/api/resource/Customer", body=body,
+                             subject=f"the new customer {name!r} of {_label(order)}")["data"]
+        except TransientError as exc:
+            # Another worker created this customer at the same moment: ERPNext refuses the
+            # second insert of one name (409 DuplicateEntryError); it is the same person.
+            found = self._customers_by_email(email) if email else []
+            if getattr(exc, "exc_type", "") == "DuplicateEntryError" and len(found) == 1:
+                return found[0]
+            raise
+        if email and doc["name"] != body["customer_name"]:
+            # ERPNext renamed ours ("X - 1") because X was committed meanwhile: if X has this
+            # verified email it is the same customer, and ours is a duplicate nothing uses yet.
+            others = [c for c in self._customers_by_email(email) if c != doc["name"]]
+            if len(others) == 1:
+                self._call("DELETE", f"/api/resource/Customer/{quote(doc['name'], safe='')}",
+                           subject=f"the duplicate customer {doc['name']}", missing_ok=True)
+                return others[0]
         log.info("created ERPNext customer %s for order %s", doc["name"], order["external_id"])
         return doc["name"]
 
@@ -596,8 +803,9 @@ class ErpNextConnector(Connector):
         filters: list[list[Any]] = [["Dynamic Link", "link_doctype", "=", "Customer"],
                                     ["Dynamic Link", "link_name", "=", customer]]
         filters += [[k, "=", values[k]] for k in ("address_line1", "city", "pincode") if values.get(k)]
-        rows = self._list("Address", filters, ["name"], order_by="creation asc", limit=1,
-                          subject=f"the addresses of customer {customer}")
+        # Dynamic Link is a child table: an unqualified column in order_by is ambiguous (1052)
+        rows = self._list("Address", filters, ["name"], order_by="`tabAddress`.creation asc",
+                          limit=1, subject=f"the addresses of customer {customer}")
         if rows:
             return rows[0]["name"]
         body = {**values, "address_title": (title or customer)[:140], "address_type": kind,
@@ -655,12 +863,33 @@ class ErpNextConnector(Connector):
         """Submit the order if it is a draft and make sure it has its submitted invoice."""
         if int(doc.get("docstatus") or 0) == 0:
             doc = self._submit(SO, doc)
-        invoice = self._ensure_invoice(order, doc, previous_invoice)
+        try:
+            invoice = self._ensure_invoice(order, doc, previous_invoice)
+        except PermanentError as exc:
+            if outcome == "unchanged":
+                raise
+            raise PermanentError(f"{exc}; {self._revert(doc['name'])}") from exc
         return PushResult(_reference(doc["name"], invoice),
                           details={"sales_order": doc["name"], "sales_invoice": invoice,
                                    "customer": plan.customer, "outcome": outcome,
                                    "grand_total": str(_dec(doc.get("grand_total")))},
                           links=plan.links)
+
+    def _revert(self, sales_order: str) -> str:
+        """Take back the Sales Order this push booked when its invoice cannot be made."""
+        try:
+            for inv in self._invoices(sales_order):
+                if int(inv["docstatus"]) == 0:
+                    self._call("DELETE", f"/api/resource/{quote(SI)}/{quote(inv['name'], safe='')}",
+                               subject=f"the draft Sales Invoice {inv['name']}", missing_ok=True)
+            self._call("POST", "/api/method/frappe.client.cancel",
+                       body={"doctype": SO, "name": sales_order},
+                       subject=f"the cancellation of Sales Order {sales_order}")
+        except (PermanentError, TransientError) as exc:
+            return (f"Sales Order {sales_order} stays submitted without its invoice ({exc}); "
+                    "cancel it in ERPNext if the order should not be booked")
+        return (f"Sales Order {sales_order} was cancelled so nothing stays half-booked; the replay "
+                "books an amendment")
 
     def _ensure_invoice(self, order: Mapping[str, Any], so: Mapping[str, Any],
                         previous: str | None) -> str | None:
@@ -707,11 +936,14 @@ class ErpNextConnector(Connector):
 
     def _unbook(self, order: Mapping[str, Any], head: _Head, *, why: str) -> str | None:
         """Cancel (or delete, for drafts) the invoices and the Sales Order; the invoice's name."""
-        invoices = self._invoices(head.name)
+        everything = self._invoices(head.name, returns=True)
+        invoices = [i for i in everything if not int(i.get("is_return") or 0)]
+        credited = {i.get("return_against") for i in everything
+                    if int(i.get("is_return") or 0) and int(i["docstatus"]) == 1}
         keep = None
         for inv in invoices:
             if int(inv["docstatus"]) == 1:
-                self._may_cancel_invoice(order, head, inv, why)
+                self._may_cancel_invoice(order, head, inv, why, credited=inv["name"] in credited)
         if head.docstatus == 1:
             self._nothing_else_linked(order, head, invoices, why)
         for inv in invoices:
@@ -766,8 +998,12 @@ class ErpNextConnector(Connector):
                 "hand (goods delivered need a Sales Return, payments a refund), then replay")
 
     def _may_cancel_invoice(self, order: Mapping[str, Any], head: _Head,
-                            inv: Mapping[str, Any], why: str) -> None:
-        paid = _dec(inv.get("outstanding_amount")) != _dec(inv.get("grand_total"))
+                            inv: Mapping[str, Any], why: str, *, credited: bool = False) -> None:
+        # outstanding_amount is in the party account's currency: the company's for a foreign
+        # currency invoice (4050 JPY invoiced, 27.14 USD outstanding)
+        same = (inv.get("party_account_currency") or inv.get("currency")) == inv.get("currency")
+        due = _dec(inv.get("grand_total") if same else inv.get("base_grand_total"))
+        paid = credited or _dec(inv.get("outstanding_amount")) != due
         if paid or not self.settings["cancel_invoices"]:
             reason = ("has payments or credit notes allocated" if paid else
                       f"may not be cancelled by connector '{self.name}' (cancel_invoices is off)")
@@ -842,9 +1078,21 @@ class ErpNextConnector(Connector):
         said = (f"ERPNext at {self._origin} answered {status} {phrase}"
                 f"{f' ({exc_type})' if exc_type else ''} to {subject}: "
                 f"{_messages(answer) or '(no message)'}")
-        if status in (408, 409, 425, 429) or status >= 500 or exc_type in RETRY_TYPES:
-            return TransientError(self._redact(f"{said}; will retry"),
-                                  retry_after=retry_after(headers.get("Retry-After")))
+        broken = exc_type in ("JSONDecodeError", "ImportError", "DataError") or (
+            exc_type == "OperationalError" and BROKEN_QUERY.search(str(answer.get("exception"))))
+        if broken:
+            error: Exception = PermanentError(self._redact(
+                f"{said}; the connector's request is malformed for this ERPNext version: report "
+                "it (with this message) to the connector's maintainers"))
+        elif status in (408, 409, 425, 429) or status >= 500 or exc_type in RETRY_TYPES:
+            error = TransientError(self._redact(f"{said}; will retry"),
+                                   retry_after=retry_after(headers.get("Retry-After")))
+        else:
+            error = self._refusal(status, said, headers)
+        error.exc_type = exc_type  # type: ignore[attr-defined]
+        return error
+
+    def _refusal(self, status: int, said: str, headers: Any) -> PermanentError:
         if status == 401:
             hint = (f"check api_key and api_secret of connector '{self.name}' (generating new keys "
                     "in ERPNext replaces the secret)")
@@ -972,6 +1220,20 @@ def _messages(answer: Mapping[str, Any]) -> str:
         texts.append(str(answer["_raw"]))
     text = " ".join(html.unescape(_TAGS.sub(" ", t)) for t in texts if t)
     return " ".join(text.split())[:500]
+
+
+def _verified_email(order: Mapping[str, Any]) -> str:
+    """The order's email when the channel verified it, else "" (it proves nothing)."""
+    customer = order.get("customer") or {}
+    email = (customer.get("email") or "").strip().lower()
+    return email if email and customer.get("email_verified") else ""
+
+
+def _trusted_links(order: Mapping[str, Any], links: Links, anchors: Iterable[str]) -> list[str]:
+    """Customers linked to this order's anchors, an email's link only if the email is verified."""
+    verified = bool(_verified_email(order))
+    return [links.customer[k] for k in customer_keys(order, tuple(anchors))
+            if k in links.customer and (verified or not k.startswith("email:"))]
 
 
 def _origin(url: str) -> str:

@@ -32,8 +32,10 @@ class ErpNextBackOffice:
     def records(self, external_id: str) -> list[dict[str, Any]]:
         orders = self.erp.sales_orders(f"#{external_id}")
         amended = {o.get("amended_from") for o in orders}
-        return [{"reference": o["name"], "total": o["grand_total"],
-                 "status": "cancelled" if o["docstatus"] == 2 else "open"}
+        return [{"reference": o["name"], "total": o["grand_total"], "customer": o["customer"],
+                 "status": "cancelled" if o["docstatus"] == 2 else "open",
+                 "invoiced": sum((i["grand_total"] for i in self.erp.invoices_of(o["name"])
+                                  if i["docstatus"] == 1), Decimal(0))}
                 for o in orders if o["name"] not in amended]
 
 

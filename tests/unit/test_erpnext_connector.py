@@ -22,7 +22,13 @@ from marshmallow import ValidationError
 from broker.schemas.order import load_order
 from connectors.base import Links, PushContext
 from connectors.erpnext import ErpNextConfig, ErpNextConnector, _messages
-from connectors.errors import IdentityReview, MissingMapping, PermanentError, TransientError
+from connectors.errors import (
+    IdentityReview,
+    MissingMapping,
+    MissingSetting,
+    PermanentError,
+    TransientError,
+)
 from connectors.testing import contract_order
 
 TAX, SHIP = "Sales Tax - FT", "Freight and Forwarding Charges - FT"
@@ -182,8 +188,9 @@ def test_a_total_above_its_parts_needs_a_rounding_account(
         erp: FakeErpNext, connect: Callable[..., ErpNextConnector]) -> None:
     order = make_order(lines=[("SKU-A", "1", "10.00", "0.00", "0.00")], shipping=None,
                        extra_total="0.01")
-    with pytest.raises(PermanentError, match="rounding_account"):
+    with pytest.raises(MissingSetting, match="rounding_account") as caught:
         connect().push(order, ctx(order))
+    assert caught.value.key == "rounding_account"
     assert erp.sales_orders(order["number"]) == []
     connect(rounding_account="Round Off - FT").push(order, ctx(order))
     so = only_order(erp, order)
@@ -201,13 +208,13 @@ def test_shipping_as_an_item(erp: FakeErpNext, connect: Callable[..., ErpNextCon
     assert so["grand_total"] == order["totals"]["total"]
 
 
-def test_erpnext_adding_its_own_taxes_is_refused_and_leaves_nothing(
+def test_erpnext_computing_another_total_is_refused_and_leaves_nothing(
         erp: FakeErpNext, connect: Callable[..., ErpNextConnector]) -> None:
-    erp.default_taxes = [("VAT - FT", D(19))]  # a default template fills an empty tax table
-    order = make_order(lines=[("SKU-A", "1", "10.00", "0.00", "0.00")], shipping=None)
-    with pytest.raises(PermanentError, match="Sales Taxes and Charges Template") as caught:
+    erp.store["Currency"]["USD"]["number_format"] = "#,###"  # a site that shows no cents
+    order = make_order(lines=[("SKU-A", "1", "10.40", "0.00", "0.00")], shipping=None)
+    with pytest.raises(PermanentError, match="grand total 10 ") as caught:
         connect().push(order, ctx(order))
-    assert "11.90" in str(caught.value) and "10.00" in str(caught.value)
+    assert "10.40" in str(caught.value) and "was deleted" in str(caught.value)
     assert erp.sales_orders(order["number"]) == []
 
 
@@ -336,6 +343,9 @@ def test_duplicates_made_by_hand_need_a_person(erp: FakeErpNext,
     copy = {k: v for k, v in so.items() if k not in ("name", "docstatus", "modified", "creation")}
     copy["items"] = [{k: v for k, v in i.items() if k != "name"} for i in so["items"]]
     copy["taxes"] = [{k: v for k, v in t.items() if k != "name"} for t in so["taxes"]]
+    refused = api(erp, "POST", "/api/resource/Sales Order", copy)  # validate_po refuses [4i]
+    assert refused.status == 417 and "already exists" in json.loads(refused.data)["exception"]
+    erp.settings["Selling Settings"]["allow_against_multiple_purchase_orders"] = 1
     answer = api(erp, "POST", "/api/resource/Sales Order", copy)
     assert answer.status == 200 and "already exists" in json.loads(answer.data)["_server_messages"]
     with pytest.raises(PermanentError, match="2 Sales Orders"):
@@ -454,10 +464,15 @@ def test_a_missing_role_is_permanent_and_resumes_after_the_fix(
     with pytest.raises(PermanentError, match="403") as caught:
         connect().push(order, ctx(order))
     assert "roles" in str(caught.value) and API_SECRET not in str(caught.value)
+    assert "nothing stays half-booked" in str(caught.value)
+    (first,) = erp.sales_orders(order["number"])  # taken back: no live order without invoice
+    assert first["docstatus"] == 2 and erp.invoices_of(first["name"]) == []
     erp.denied.clear()
-    result = connect().push(order, ctx(order))  # the replay submits the draft invoice
-    assert len(erp.invoices_of(only_order(erp, order)["name"])) == 1
-    assert result.details["sales_invoice"]
+    result = connect().push(order, ctx(order))  # the replay books it whole, as an amendment
+    live = [o for o in erp.sales_orders(order["number"]) if o["docstatus"] == 1]
+    assert [o["name"] for o in live] == [f"{first['name']}-1"]
+    (invoice,) = erp.invoices_of(live[0]["name"])
+    assert invoice["docstatus"] == 1 and result.details["sales_invoice"] == invoice["name"]
 
 
 def test_throttling_and_outages_are_transient(erp: FakeErpNext,
@@ -477,9 +492,10 @@ def test_throttling_and_outages_are_transient(erp: FakeErpNext,
 def test_validation_errors_quote_erpnext(erp: FakeErpNext,
                                          connect: Callable[..., ErpNextConnector]) -> None:
     order = make_order()
-    with pytest.raises(PermanentError, match="Could not find Row #2: Account Head: Nope - FT"):
+    with pytest.raises(PermanentError, match=r"needs Account 'Nope - FT'.*Nothing was booked"):
         connect(shipping_account=None).push(
             order, ctx(order, links=Links(shipping={"Standard": TAX}, tax={"Sales Tax": "Nope - FT"})))
+    assert erp.sales_orders(order["number"]) == []
     erp.put_item("OLD", disabled=1)
     old = make_order(lines=[("OLD", "1", "1.00", "0", "0")])
     with pytest.raises(PermanentError, match="Item OLD is disabled"):
