@@ -8,6 +8,8 @@ import json
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +20,11 @@ from fakes.odoo import API_KEY as ODOO_KEY
 from fakes.odoo import DATABASE as ODOO_DB
 from fakes.odoo import FakeOdoo
 from fakes.proxy import HoldingProxy
+from fakes.sink import Sink
 from harness import Stack, wait_until
 from sqlalchemy.engine import make_url
 from test_contract_erpnext import ErpNextBackOffice
+from test_contract_http import SinkBackOffice
 from test_contract_odoo import OdooBackOffice
 from test_contract_sql import LegacyDatabase, full_config
 
@@ -68,7 +72,39 @@ def sql_mariadb() -> System:
                   (b"INSERT INTO", b"COMMIT"), legacy, legacy.close)
 
 
-SYSTEMS = {"odoo": odoo, "erpnext": erpnext, "sql-mariadb": sql_mariadb}
+def http(lookup: bool) -> Callable[[], System]:
+    """A REST back office that honours Idempotency-Key, or one that ignores it but can be
+    looked up by external id."""
+    def build() -> System:
+        sink = Sink().start()
+        config: dict[str, Any] = {"timeout": 20}
+        if lookup:
+            sink.ignore_idempotency_keys()
+        upstream = ("127.0.0.1", int(sink.url.rsplit(":", 1)[1]))
+
+        def full(proxy: HoldingProxy) -> dict[str, Any]:
+            extra = {"lookup_url": proxy.url + "/orders/by-external/{external_id}"} if lookup else {}
+            return {"url": proxy.url + "/orders", **config, **extra}
+
+        return System("http", full, upstream, (b"POST /orders",), SinkBackOffice(sink), sink.stop)
+    return build
+
+
+SYSTEMS = {"odoo": odoo, "erpnext": erpnext, "sql-mariadb": sql_mariadb,
+           "http-idempotent": http(lookup=False), "http-lookup": http(lookup=True)}
+
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """A short lease: the killed worker's delivery is taken over after 3 s, not 8."""
+    stack = Stack(tmp_path, "sqlite", "embedded", lease_seconds=3)
+    try:
+        yield stack
+    finally:
+        stack.close()
 
 
 @pytest.fixture(params=sorted(SYSTEMS))
@@ -83,6 +119,16 @@ def system(request: pytest.FixtureRequest) -> Iterator[System]:
 
 
 def test_kill_9_between_the_back_office_write_and_its_answer_books_once(system: System, stack: Stack):
+    _kill_after_the_write(system, stack, newer_version=False)
+
+
+def test_a_newer_version_after_a_kill_between_write_and_answer_updates_the_one_record(
+        system: System, stack: Stack):
+    """Version 2 arrives while version 1's outcome is unknown: one record, holding version 2."""
+    _kill_after_the_write(system, stack, newer_version=True)
+
+
+def _kill_after_the_write(system: System, stack: Stack, *, newer_version: bool) -> None:
     with HoldingProxy(*system.upstream) as proxy:
         secret = stack.source("shop")
         stack.cli("connectors", "add", "erp", "--kind", system.kind, "--config",
@@ -96,6 +142,10 @@ def test_kill_9_between_the_back_office_write_and_its_answer_books_once(system: 
         assert proxy.held.wait(30), "the worker never reached the back-office write"
         stack.kill_workers(signal.SIGKILL)   # the write is done; its answer never arrives
         assert stack.count(Delivery, Delivery.status == DeliveryStatus.BOOKED) == 0
+        if newer_version:
+            later = datetime.fromisoformat(str(order["updated_at"])) + timedelta(minutes=3)
+            order = contract_order(order["external_id"], quantity=5, updated_at=later)
+            assert stack.webhook("shop", secret, dump_order(order))[0] == 202
         stack.start_worker()
         wait_until(lambda: stack.count(Delivery, Delivery.status == DeliveryStatus.BOOKED) == 1,
                    timeout=60, message="booked by the retry")
