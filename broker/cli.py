@@ -799,9 +799,11 @@ def _create_app() -> Any:
 
 def _register_access_commands() -> None:
     from broker.cli_access import issuers_group, users_group  # needs the helpers above
+    from broker.cli_kit import connectors_kit
 
     broker_group.add_command(users_group)
     broker_group.add_command(issuers_group)
+    connectors_group.add_command(connectors_kit)
 
 
 _register_access_commands()

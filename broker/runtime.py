@@ -49,31 +49,37 @@ class Runtime:
 
     def connector(self, row: ConnectorRow) -> Connector:
         """A live connector for the row, rebuilt only when its config or secrets change."""
-        from connectors.config import merge_secrets
-        from connectors.registry import connector_class
-
         stamp = hashlib.sha256(json.dumps([row.kind, row.config, row.secrets_encrypted],
                                           sort_keys=True, default=str).encode()).hexdigest()
         with self._lock:
             cached = self._connectors.get(row.id)
             if cached and cached[0] == stamp:
                 return cached[1]
-            secrets = self.box.decrypt(row.secrets_encrypted, {})
-            for value in secrets.values():
-                if value:
-                    register_secret(str(value))
-            config = merge_secrets(row.config or {}, secrets)
-            cls = connector_class(row.kind)
-            instance = cls(cls.Config().load(config), name=row.name)
-            spec = instance.consent()
-            if spec is not None:  # an admin's OAuth consent: tokens from the grant the broker keeps
-                from broker.services.custody import GrantTokenSource
-
-                instance.use_tokens(GrantTokenSource(self.db, self.box, row.id, row.name, spec))
+            instance = self.new_connector(row)
             if cached:
                 cached[1].close()
             self._connectors[row.id] = (stamp, instance)
             return instance
+
+    def new_connector(self, row: ConnectorRow) -> Connector:
+        """A connector instance of its own (not shared): its secrets decrypted and registered
+        for redaction, its OAuth consent wired to the grant the broker keeps."""
+        from connectors.config import merge_secrets
+        from connectors.registry import connector_class
+
+        secrets = self.box.decrypt(row.secrets_encrypted, {})
+        for value in secrets.values():
+            if value:
+                register_secret(str(value))
+        config = merge_secrets(row.config or {}, secrets)
+        cls = connector_class(row.kind)
+        instance = cls(cls.Config().load(config), name=row.name)
+        spec = instance.consent()
+        if spec is not None:  # an admin's OAuth consent: tokens from the grant the broker keeps
+            from broker.services.custody import GrantTokenSource
+
+            instance.use_tokens(GrantTokenSource(self.db, self.box, row.id, row.name, spec))
+        return instance
 
     def close(self) -> None:
         for _, instance in self._connectors.values():

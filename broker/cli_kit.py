@@ -1,0 +1,43 @@
+"""`broker connectors kit NAME`: prove a configured connector against its own back office."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from broker.cli_common import fail, out, rt, table
+
+
+@click.command("kit")
+@click.argument("name")
+@click.option("--sku", "skus", multiple=True, required=True,
+              help="A product code that exists in the back office (give two).")
+@click.option("--currency", default="USD", show_default=True,
+              help="The currency of the scratch orders (the company's, usually).")
+@click.option("--keep", is_flag=True, help="Leave the scratch orders in the back office.")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def connectors_kit(name: str, skus: tuple[str, ...], currency: str, keep: bool, as_json: bool) -> None:
+    """Run the contract kit's live cases against connector NAME with scratch orders
+    (external ids FOBO-KIT-...), then discard them as far as the back office allows."""
+    from broker.models import Connector
+    from connectors.live_kit import LiveKit
+
+    if len(skus) != 2:
+        fail("give two --sku values: product codes that exist in the back office")
+    runtime = rt()
+    with runtime.db.begin() as session:
+        row = session.execute(select(Connector).where(Connector.name == name)).scalar_one_or_none()
+    if row is None:
+        fail(f"no connector named {name!r}")
+
+    # A fresh instance per step, as separate worker processes would have.
+    kit = LiveKit(lambda: runtime.new_connector(row), (skus[0], skus[1]), currency)
+    results = kit.run()
+    cleanup = [] if keep else kit.clean_up()
+    rows = [{"case": r.case, "result": "pass" if r.passed else "FAIL", "detail": r.detail}
+            for r in [*results, *cleanup]]
+    out(rows, as_json, table(rows, ["case", "result", "detail"]))
+    if not all(r.passed for r in results + cleanup):
+        raise SystemExit(1)
