@@ -34,7 +34,8 @@ def contract_order(external_id: str | None = None, *, currency: str = "USD",
     quantities = [Decimal(quantity), Decimal(7)]
     line_discount = amount("0.01")
     taxes = [(p * n * Decimal("0.0725")).quantize(q) for p, n in zip(prices, quantities, strict=True)]
-    subtotal = sum((p * n for p, n in zip(prices, quantities, strict=True)), Decimal(0)) - line_discount
+    subtotal = sum(((p * n).quantize(q) for p, n in zip(prices, quantities, strict=True)),
+                   Decimal(0)) - line_discount
     discount, shipping = amount("1.03"), amount("4.95")
     tax = sum(taxes, Decimal(0))
     now = updated_at or datetime.now(UTC).replace(microsecond=0)
