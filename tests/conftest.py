@@ -28,10 +28,12 @@ def _private_networks_allowed() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _rabbitmq_vhosts_dropped() -> Iterator[None]:
-    """The RabbitMQ vhosts the stacks used are deleted together, once, at the end."""
+def _test_servers_tidied() -> Iterator[None]:
+    """The RabbitMQ vhosts the stacks used are deleted together, once, at the end; the
+    databases they made are dropped in the background meanwhile."""
     yield
     harness.drop_vhosts()
+    harness.finish_drops()
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import secrets
 import signal
@@ -55,25 +56,61 @@ def require(service: str) -> None:
         pytest.skip(message)
 
 
+_admins: dict[str, Any] = {}
+_drops: queue.Queue[tuple[str, str] | None] = queue.Queue()
+_dropper: threading.Thread | None = None
+
+
+def _admin(url: str) -> Any:
+    if url not in _admins:
+        _admins[url] = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=2)
+    return _admins[url]
+
+
+def _drop_databases() -> None:
+    """Drops databases in the background: a test's teardown need not wait for the server."""
+    while (job := _drops.get()) is not None:
+        kind, name = job
+        admin_url = PG_ADMIN if kind == "postgresql" else MARIADB_ADMIN
+        force = " WITH (FORCE)" if kind == "postgresql" else ""
+        try:
+            with _admin(admin_url).connect() as conn:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name}{force}"))
+        except Exception as exc:  # a leftover database is untidy, not a failed test
+            print(f"could not drop test database {name}: {exc}", file=sys.stderr)
+
+
+def finish_drops() -> None:
+    """Wait for the background drops (once, at the end of the session)."""
+    global _dropper
+    if _dropper is not None:
+        _drops.put(None)
+        _dropper.join()
+        _dropper = None
+    for engine in _admins.values():
+        engine.dispose()
+    _admins.clear()
+
+
 def create_database(kind: str) -> tuple[str, Callable[[], None]]:
-    """A fresh, empty database; returns its URL and a function that drops it."""
+    """A fresh, empty database; returns its URL and a function that drops it (later, in the
+    background)."""
     name = "broker_t_" + secrets.token_hex(5)
     if kind == "sqlite":
         return "", lambda: None
     require(kind)
     admin_url = PG_ADMIN if kind == "postgresql" else MARIADB_ADMIN
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
+    with _admin(admin_url).connect() as conn:
         conn.execute(text(f"CREATE DATABASE {name}"))
     url = admin_url.rsplit("/", 1)[0] + "/" + name
 
     def drop() -> None:
-        with admin.connect() as conn:
-            if kind == "postgresql":
-                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            else:
-                conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
+        global _dropper
+        if _dropper is None:
+            _dropper = threading.Thread(target=_drop_databases, name="drop-test-databases",
+                                        daemon=True)
+            _dropper.start()
+        _drops.put((kind, name))
 
     return url, drop
 
