@@ -799,11 +799,12 @@ def _create_app() -> Any:
 
 def _register_access_commands() -> None:
     from broker.cli_access import issuers_group, users_group  # needs the helpers above
-    from broker.cli_kit import connectors_kit
+    from broker.cli_delivery import connectors_kit, connectors_limit
 
     broker_group.add_command(users_group)
     broker_group.add_command(issuers_group)
     connectors_group.add_command(connectors_kit)
+    connectors_group.add_command(connectors_limit)
 
 
 _register_access_commands()

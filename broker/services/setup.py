@@ -173,6 +173,24 @@ def set_enabled(db: Database, model: type[Source] | type[Connector], name: str, 
         return True
 
 
+def set_push_limit(db: Database, name: str, max_in_flight: int | None, *,
+                   actor: str = audit.SYSTEM) -> Connector:
+    """Pushes in flight at once for a connector across all workers (None: the kind's default);
+    audited when it changes."""
+    with db.begin() as session:
+        row = session.execute(select(Connector).where(Connector.name == name)).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"no connector named {name!r}")
+        if row.max_in_flight != max_in_flight:
+            audit.record(session, actor=actor, action="connector.limit", target_type="connector",
+                         target=name, before={"max_in_flight": row.max_in_flight},
+                         after={"max_in_flight": max_in_flight})
+            row.max_in_flight = max_in_flight
+        session.flush()
+        session.expunge(row)
+        return row
+
+
 def remove_connector(db: Database, name: str, *, actor: str = audit.SYSTEM) -> None:
     """Delete a connector that has no deliveries (its routes and mappings go with it); one with
     deliveries is refused, since they are the orders' record in that back office."""

@@ -55,3 +55,20 @@ def test_the_kit_proves_erpnext_and_leaves_no_live_documents(stack: Stack) -> No
         assert [r for r in rows if r["case"].startswith("discard")]
         live = [d["name"] for d in erp.docs("Sales Order") if d["docstatus"] == 1]
         assert live == [], f"submitted Sales Orders left behind: {live}"
+
+
+def test_connectors_limit_caps_pushes_in_flight_and_is_audited(stack: Stack, sink) -> None:
+    from broker.models import Connector
+    from broker.services.delivery import lease_plan
+
+    stack.http_connector("erp", sink.url + "/orders")
+    assert "at most 1 push in flight" in stack.cli("connectors", "limit", "erp", "1")
+    with stack.runtime.db.begin() as session:
+        row = session.query(Connector).one()
+        assert lease_plan(row, 120, 50).max_in_flight == 1
+    shown = stack.cli("connectors", "limit", "erp", "0", "--json")
+    assert shown == {"name": "erp", "max_in_flight": 4, "kind_default": 4}
+    actions = [e["action"] for e in stack.cli("audit", "list", "--json")]
+    assert actions.count("connector.limit") == 2
+    result = stack.app.test_cli_runner().invoke(args=["broker", "connectors", "limit", "nope", "1"])
+    assert result.exit_code == 1 and "no connector named 'nope'" in result.output

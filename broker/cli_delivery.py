@@ -1,4 +1,5 @@
-"""`broker connectors kit NAME`: prove a configured connector against its own back office."""
+"""Connector commands about delivery: prove a connector against its back office before going
+live (`connectors kit`), and cap its pushes in flight (`connectors limit`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from broker.cli_common import fail, out, rt, table
+from broker.cli_common import actor, fail, out, rt, setup_call, table
 
 
 @click.command("kit")
@@ -41,3 +42,23 @@ def connectors_kit(name: str, skus: tuple[str, ...], currency: str, keep: bool, 
     out(rows, as_json, table(rows, ["case", "result", "detail"]))
     if not all(r.passed for r in results + cleanup):
         raise SystemExit(1)
+
+
+@click.command("limit")
+@click.argument("name")
+@click.argument("max_in_flight", type=click.IntRange(min=0, max=64))
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def connectors_limit(name: str, max_in_flight: int, as_json: bool) -> None:
+    """Let at most MAX_IN_FLIGHT pushes to connector NAME run at once, across all workers
+    (0: the kind's default, e.g. 1 for Tryton, whose invoice numbering does not lock)."""
+    from broker.services.setup import set_push_limit
+    from connectors.registry import connector_class
+
+    runtime = rt()
+    row = setup_call(set_push_limit, runtime.db, name, max_in_flight or None, actor=actor())
+    default = connector_class(row.kind).max_in_flight
+    effective = row.max_in_flight or default
+    out({"name": name, "max_in_flight": effective, "kind_default": default}, as_json,
+        f"connector {name}: at most {effective} push{'es' if effective != 1 else ''} in flight"
+        f"{'' if row.max_in_flight else ' (the kind default)'}")
