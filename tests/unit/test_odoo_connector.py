@@ -328,10 +328,11 @@ def test_a_stale_customer_link_parks_for_review(fake: FakeOdoo, connect: Make) -
     assert caught.value.key == "customer:shop:c-77" and fake.orders() == []
 
 
-def test_integrity_errors_are_permanent_with_odoos_message(fake: FakeOdoo,
-                                                          connect: Make) -> None:
+def test_a_link_to_a_deleted_record_is_permanent_with_odoos_message(fake: FakeOdoo,
+                                                                   connect: Make) -> None:
     links = Links(product={"SKU-1": "999"})  # a product link to a deleted product
-    with pytest.raises(PermanentError, match="ValidationError: The operation cannot be completed"):
+    with pytest.raises(PermanentError, match=r"MissingError: Record does not exist or has been "
+                                             r"deleted. \(Record: product.product\(999,\)"):
         connect().push(make_order(), ctx(links=links))
     assert fake.orders() == [] and fake.lines(1) == []  # the whole create rolled back
 
