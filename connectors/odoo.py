@@ -167,6 +167,11 @@ class OdooConfig(ConfigSchema):
     invoice = fields.String(load_default="post", validate=validate.OneOf(["post", "draft", "none"]))
     invoiced_changes = fields.String(load_default="credit_note",
                                      validate=validate.OneOf(["credit_note", "refuse"]))
+    # an order whose first version the broker sees is already cancelled (deleted before its
+    # create arrived, cancelled before the webhook, a catch-up): a cancelled quotation (never
+    # confirmed, never invoiced) so Odoo knows it, or nothing at all
+    cancelled_before_booking = fields.String(load_default="book_cancelled",
+                                             validate=validate.OneOf(["book_cancelled", "skip"]))
     pricelists = fields.Dict(keys=fields.String(validate=validate.Regexp(
                                  r"^[A-Z]{3}$", error="an ISO 4217 currency code, e.g. EUR")),
                              values=fields.Integer(strict=True, validate=validate.Range(min=1)),
@@ -449,6 +454,10 @@ class OdooConnector(Connector):
         if ctx.action == "cancel":
             return self.cancel(order, ctx)
         so = self._find(order)
+        if order.get("status") == "cancelled":
+            if so is not None:  # booked before (its answer lost): this version cancels it
+                return self.cancel(order, ctx)
+            return self._book_cancelled(order, ctx)
         if so is not None and so["state"] == "cancel":
             if ctx.action == "create":  # booked before and cancelled in Odoo since: once is once
                 return self._result(so, created=False)
@@ -505,6 +514,29 @@ class OdooConnector(Connector):
                 raise PermanentError(f"Odoo did not cancel {so['name']} (state {so['state']}); "
                                      "cancel it by hand")
         return self._result(so, created=False)
+
+    def _book_cancelled(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
+        """A first version that is already cancelled: a cancelled quotation, or nothing.
+
+        Never confirmed and never invoiced, so no revenue is booked for it; the quotation keeps
+        the customer and lines for the record (`cancelled_before_booking: book_cancelled`).
+        """
+        if self.settings["cancelled_before_booking"] == "skip":
+            return PushResult(f"not booked ({_label(order)} was cancelled before it reached Odoo)",
+                              details={"state": "not booked", "created": False},
+                              not_applied=(f"{_label(order)}: cancelled before it was booked; "
+                                           "cancelled_before_booking is skip, so Odoo holds "
+                                           "nothing of it",))
+        wants = self._plan(order, ctx)
+        partner, invoice_to, ship_to, links = self._customer(order, ctx)
+        so = self._create_order(order, partner, invoice_to, ship_to, wants)
+        self._call(f"cancel quotation {so['name']}", "sale.order", "action_cancel", [so["id"]],
+                   context={"disable_cancel_warning": True})
+        so = self._read_order(so["id"])
+        if so["state"] != "cancel":
+            raise PermanentError(f"Odoo did not cancel quotation {so['name']} of {_label(order)} "
+                                 f"(state {so['state']}); cancel it by hand")
+        return self._result(so, created=True, links=links)
 
     def lookup(self, order: Mapping[str, Any]) -> str | None:
         """The reference of a complete booking; None when absent or left half-way (push resumes).

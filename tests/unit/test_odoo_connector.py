@@ -692,3 +692,40 @@ def test_unreachable_odoo_is_transient(connect: Make) -> None:
         connector = connect(url=f"http://127.0.0.1:{free_port()}", protocol=protocol)
         with pytest.raises(TransientError, match="unreachable"):
             connector.check()
+
+
+# --- Odoo 19 as recorded (tests/fixtures/transcripts/odoo19) ------------------------------
+@pytest.fixture
+def fake19() -> Iterator[FakeOdoo]:
+    with FakeOdoo(version=19) as server:
+        server.ensure_product("SKU-1")
+        server.ensure_product("SKU-2")
+        yield server  # type: ignore[misc]
+
+
+def cancelled(order: dict[str, Any]) -> dict[str, Any]:
+    return {**order, "status": "cancelled"}
+
+
+@pytest.mark.parametrize("protocol", ["json2", "xmlrpc"])
+def test_a_first_version_already_cancelled_is_a_cancelled_quotation_never_invoiced(
+        fake19: FakeOdoo, connect: Make, protocol: str) -> None:
+    order = cancelled(make_order())
+    connector = connect(fake19, protocol=protocol, **(
+        {"username": LOGIN} if protocol != "json2" else {}))
+    result = connector.push(order, ctx())  # a delete before its create, a catch-up...
+    so = booked(fake19, order)
+    assert so["state"] == "cancel" and fake19.moves(so["id"]) == []
+    assert not [c for c in fake19.calls if c[2] in ("action_confirm", "create_invoices")]
+    assert result.reference == so["name"] and connector.lookup(order) == so["name"]
+    assert connector.push(order, ctx()).reference == so["name"]  # a retry books nothing more
+    assert len(fake19.orders()) == 1
+
+
+def test_cancelled_before_booking_skip_books_nothing_and_says_so(fake19: FakeOdoo,
+                                                                 connect: Make) -> None:
+    order = cancelled(make_order())
+    result = connect(fake19, cancelled_before_booking="skip").push(order, ctx())
+    assert fake19.orders() == [] and fake19.partners(email="ana@example.com") == []
+    assert result.not_applied and "cancelled before it was booked" in result.not_applied[0]
+
