@@ -113,7 +113,7 @@ _ORDER_FIELDS = ["name", "state", "client_order_ref", "amount_total", "amount_ta
                  "currency_id", "invoice_ids", "invoice_status", "order_line"]
 _LINE_FIELDS = ["product_id", "name", "product_uom_qty", "price_unit", "discount",
                 "display_type", "price_subtotal", "sequence"]
-_MOVE_FIELDS = ["name", "state", "move_type", "reversed_entry_id", "amount_total"]
+_MOVE_FIELDS = ["name", "state", "move_type", "reversed_entry_id", "amount_total", "journal_id"]
 _TRANSIENT = {"LockError", "ConcurrencyError", "SerializationFailure", "TransactionRollbackError",
               "LockNotAvailable", "InterfaceError", "PoolError", "ServiceUnavailable",
               "TooManyRequests", "BadGateway", "GatewayTimeout", "RequestTimeout"}
@@ -1035,12 +1035,23 @@ class OdooConnector(Connector):
         """
         ids = [m["id"] for m in invoices]
         pending = self._draft_credit_notes(ids)
-        todo = [m for m in invoices
-                if m["id"] not in {n["reversed_entry_id"][0] for n in pending}]
-        if todo:
-            todo_ids = [m["id"] for m in todo]
+        credited = {n["reversed_entry_id"][0] for n in pending}
+        todo = [m for m in invoices if m["id"] not in credited]
+        # Odoo 19 requires the wizard's journal (it no longer defaults it from the moves,
+        # transcripts 7a/7b): the credit note goes to each invoice's own journal
+        by_journal: dict[int, list[dict[str, Any]]] = {}
+        for move in todo:
+            journal = move.get("journal_id")
+            if not journal:
+                raise PermanentError(
+                    f"invoice {move['name']} of {so['name']} has no journal in Odoo, so no "
+                    "credit note can be issued for it; credit it by hand, then replay")
+            by_journal.setdefault(int(journal[0]), []).append(move)
+        for journal, moves in by_journal.items():
+            todo_ids = [m["id"] for m in moves]
             context = {"active_model": "account.move", "active_ids": todo_ids}
-            vals: dict[str, Any] = {"move_ids": [[6, 0, todo_ids]], "reason": reason[:200]}
+            vals: dict[str, Any] = {"move_ids": [[6, 0, todo_ids]], "reason": reason[:200],
+                                    "journal_id": journal}
             if self._version() >= 17:
                 method = "refund_moves"
             else:  # 16: one reverse_moves button, the credit method chosen on the wizard
@@ -1048,8 +1059,9 @@ class OdooConnector(Connector):
                 method = "reverse_moves"
             wizard = self._create(f"start the credit note of {so['name']}",
                                   "account.move.reversal", vals, context=context)
-            self._call(f"credit {', '.join(m['name'] for m in todo)}", "account.move.reversal",
+            self._call(f"credit {', '.join(m['name'] for m in moves)}", "account.move.reversal",
                        method, [wizard], context=context)
+        if todo:
             pending = self._draft_credit_notes(ids)
         if pending:
             self._call("post the credit notes", "account.move", "action_post",

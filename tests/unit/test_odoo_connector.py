@@ -729,3 +729,37 @@ def test_cancelled_before_booking_skip_books_nothing_and_says_so(fake19: FakeOdo
     assert fake19.orders() == [] and fake19.partners(email="ana@example.com") == []
     assert result.not_applied and "cancelled before it was booked" in result.not_applied[0]
 
+
+
+def test_a_cancelled_version_arriving_as_a_create_cancels_the_booked_order(
+        fake19: FakeOdoo, connect: Make) -> None:
+    """v1 was booked but its answer lost; the broker then sends the cancellation as a create."""
+    connector = connect(fake19)
+    order = make_order()
+    connector.push(order, ctx())
+    connector.push(cancelled(order), ctx())
+    so = booked(fake19, order)
+    assert so["state"] == "cancel"
+    kinds = sorted((m["move_type"], m["state"]) for m in fake19.moves(so["id"]))
+    assert kinds == [("out_invoice", "posted"), ("out_refund", "posted")]
+
+
+@pytest.mark.parametrize("protocol", ["json2", "xmlrpc"])
+def test_a_change_to_an_invoiced_order_credits_it_in_the_invoices_journal(
+        fake19: FakeOdoo, connect: Make, protocol: str) -> None:
+    """Odoo 19's credit-note wizard needs journal_id (transcript 7a): it is the invoice's."""
+    connector = connect(fake19, protocol=protocol, **(
+        {"username": LOGIN} if protocol != "json2" else {}))
+    first = make_order()
+    result = connector.push(first, ctx())
+    second = make_order(lines=[("SKU-1", "3", "12.50", None, "0.0725")])
+    again = connector.push(second, ctx("update", result.reference))
+    so = booked(fake19, first)
+    moves = fake19.moves(so["id"])
+    assert sorted((m["move_type"], m["state"]) for m in moves) == [
+        ("out_invoice", "posted"), ("out_invoice", "posted"), ("out_refund", "posted")]
+    invoice = min((m for m in moves if m["move_type"] == "out_invoice"), key=lambda m: m["id"])
+    [refund] = [m for m in moves if m["move_type"] == "out_refund"]
+    assert refund["journal_id"] == invoice["journal_id"] == fake19.refs["journal.sales"]
+    assert refund["reversed_entry_id"] == invoice["id"] and invoice["payment_state"] == "reversed"
+    assert so["amount_total"] == second["totals"]["total"] and again.reference != result.reference
