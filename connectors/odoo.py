@@ -102,6 +102,7 @@ from connectors.identity import (
     mapped,
     resolve_customer,
     resolve_products,
+    trusted_keys,
 )
 from connectors.wire import exact_json, network_reason, pool, retry_after
 
@@ -755,8 +756,9 @@ class OdooConnector(Connector):
                   ) -> tuple[int, int, int, tuple[Link, ...]]:
         """(partner, invoice address, delivery address, links learned)."""
         anchors = self.settings["customer_anchors"]
-        keys = customer_keys(order, anchors)
-        key = next((k for k in keys if k in ctx.links.customer), None)
+        # the identity rule of identity.resolve_customer, for the link check too: a link learned
+        # on an email is used only when this order's email is verified as well
+        key = next((k for k in trusted_keys(order, anchors) if k in ctx.links.customer), None)
         partner = int(ctx.links.customer[key]) if key else None
         if key and partner is not None and not self._call(
                 "check the linked customer", "res.partner", "search_count",

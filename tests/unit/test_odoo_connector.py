@@ -763,3 +763,20 @@ def test_a_change_to_an_invoiced_order_credits_it_in_the_invoices_journal(
     assert refund["journal_id"] == invoice["journal_id"] == fake19.refs["journal.sales"]
     assert refund["reversed_entry_id"] == invoice["id"] and invoice["payment_state"] == "reversed"
     assert so["amount_total"] == second["totals"]["total"] and again.reference != result.reference
+
+
+def test_an_unverified_email_never_reuses_the_link_a_verified_order_taught(
+        fake19: FakeOdoo, connect: Make) -> None:
+    """Tryton and ERPNext park this order for identity review; Odoo used to book it onto Ana."""
+    connector = connect(fake19)
+    known = make_order("W-1", customer_id="c-1")
+    booked_known = connector.push(known, ctx())
+    links = Links(customer={link.key: link.value for link in booked_known.links})
+    assert "email:ana@example.com" in links.customer
+    stranger = make_order("W-2", customer_id="c-2", verified=False)  # same email, unverified
+    with pytest.raises(IdentityReview, match=r"unverified email ana@example\.com") as caught:
+        connector.push(stranger, ctx(links=links))
+    assert caught.value.key == "customer:shop:c-2" and fake19.orders("W-2") == []
+    verified = make_order("W-3", customer_id="c-3")  # the same email, verified: the link holds
+    connector.push(verified, ctx(links=links))
+    assert booked(fake19, verified)["partner_id"] == booked(fake19, known)["partner_id"]
