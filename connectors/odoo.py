@@ -92,6 +92,7 @@ from connectors.errors import (
     ConnectorError,
     IdentityReview,
     MissingMapping,
+    MissingSetting,
     PermanentError,
     TransientError,
 )
@@ -120,6 +121,7 @@ _TRANSIENT = {"LockError", "ConcurrencyError", "SerializationFailure", "Transact
               "TooManyRequests", "BadGateway", "GatewayTimeout", "RequestTimeout"}
 _PERMANENT = {"UserError", "ValidationError", "MissingError", "RedirectWarning", "ValueError",
               "KeyError", "TypeError", "AttributeError", "UnprocessableEntity", "BadRequest"}
+_PRODUCT_SETTINGS = ("shipping_product", "discount_product", "rounding_product")
 _DATA_METHODS = {"search", "search_read", "search_count", "read", "create", "fields_get",
                  "context_get"}
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 502, 503, 504})
@@ -165,6 +167,9 @@ class OdooConfig(ConfigSchema):
     reference_format = fields.String(load_default="{external_id}", validate=_reference_format)
     shipping_product = fields.String(load_default="SHIPPING", validate=validate.Length(min=1))
     discount_product = fields.String(load_default="DISCOUNT", validate=validate.Length(min=1))
+    # the untaxed line that books a rounding difference; empty: the discount product
+    rounding_product = fields.String(load_default=None, allow_none=True,
+                                     validate=validate.Length(min=1))
     invoice = fields.String(load_default="post", validate=validate.OneOf(["post", "draft", "none"]))
     invoiced_changes = fields.String(load_default="credit_note",
                                      validate=validate.OneOf(["credit_note", "refuse"]))
@@ -436,9 +441,12 @@ class OdooConnector(Connector):
 
     # --- the contract --------------------------------------------------------------------
     def check(self) -> None:
-        """Sign in and read sale orders (proves the Sales app and the user's rights).
+        """Sign in, read sale orders and invoices, and verify every setting an order may need.
 
-        Raises: TransientError if unreachable, PermanentError for credentials, database, rights.
+        The shipping, discount and rounding products, the pricelists and the company: an order
+        that needs a missing one parks (MissingSetting), so check says so before any order does.
+        Raises: TransientError if unreachable, PermanentError for credentials, database, rights
+        and each missing setting (all of them, each with what to put in it).
         """
         if self.settings["protocol"] == "json2":
             self._call("sign in", "res.users", "context_get")
@@ -446,6 +454,31 @@ class OdooConnector(Connector):
             self._version()
             self._guard("sign in", self.client.uid)
         self._call("read sale orders", "sale.order", "search_count", domain=[["id", "=", 0]])
+        if self.settings["invoice"] != "none":
+            self._call("read invoices", "account.move", "search_count", domain=[["id", "=", 0]])
+        problems = [problem for setting in _PRODUCT_SETTINGS
+                    if (problem := self._product_setting_problem(setting))]
+        company, currency = self._company()
+        if self.settings["pricelists"]:
+            ids = sorted(set(self.settings["pricelists"].values()))
+            rows = {r["id"]: r for r in self._call(
+                "read the pricelists", "product.pricelist", "read", ids,
+                fields=["currency_id", "active"])}
+            for code, pricelist in sorted(self.settings["pricelists"].items()):
+                row = rows.get(pricelist)
+                found = row["currency_id"][1] if row and row.get("currency_id") else None
+                if row is None or not row.get("active"):
+                    problems.append(f"pricelists: {code} names pricelist {pricelist}, which is not "
+                                    "an active pricelist in Odoo; put the id of a pricelist in "
+                                    f"{code} there (Sales > Products > Pricelists)")
+                elif found != code:
+                    problems.append(f"pricelists: {code} names pricelist {pricelist}, which is in "
+                                    f"{found}; put the id of a pricelist in {code} there")
+        if problems:
+            raise PermanentError(
+                f"connector '{self.name}' signs in to Odoo at {_origin(self.client.base)} "
+                f"(company {company}, {currency}) but is not ready for every order: "
+                + "; ".join(problems) + "; then save the connector")
 
     def push(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
         """Make Odoo hold this order version: create, or update in place; confirm; invoice.
@@ -592,6 +625,7 @@ class OdooConnector(Connector):
     def _plan(self, order: Mapping[str, Any], ctx: PushContext) -> list[_Want]:
         """The order's lines as Odoo sale order lines, every product and tax resolved."""
         included = bool(order.get("prices_include_tax"))
+        self._check_currency(order)
         taxfield = self._tax_field()
         products = resolve_products(order["lines"], ctx, connector=self.name, find=self._product)
         digits = self._price_digits()
@@ -613,20 +647,20 @@ class OdooConnector(Connector):
                 product_uom_qty=line["quantity"], price_unit=line["unit_price"],
                 discount=Decimal(0), **{taxfield: [[6, 0, taxes]]})
             if line.get("discount"):  # after the line, with its taxes: as the channel discounted
-                add("discount", product_id=self._special("discount_product", ctx),
+                add("discount", product_id=self._special("discount_product", ctx, order),
                     name=f"Discount on {label}", product_uom_qty=Decimal(1),
                     price_unit=-line["discount"], discount=Decimal(0),
                     **{taxfield: [[6, 0, taxes]]})
         for discount in order.get("discounts") or []:
             if discount["amount"]:
-                add("discount", product_id=self._special("discount_product", ctx),
+                add("discount", product_id=self._special("discount_product", ctx, order),
                     name=f"Discount {discount.get('code') or ''}".strip(),
                     product_uom_qty=Decimal(1), price_unit=-discount["amount"],
                     discount=Decimal(0), **{taxfield: [[6, 0, []]]})
         for shipping in order.get("shipping") or []:
             method = shipping.get("method")
             linked = mapped(ctx, "shipping", method, connector=self.name, default="")
-            product = int(linked) if linked else self._special("shipping_product", ctx)
+            product = int(linked) if linked else self._special("shipping_product", ctx, order)
             taxes = self._taxes(shipping.get("taxes") or [], ctx, included, order)
             add("shipping", product_id=product, name=f"Shipping: {method}" if method else "Shipping",
                 product_uom_qty=Decimal(1), price_unit=shipping["amount"], discount=Decimal(0),
@@ -634,6 +668,18 @@ class OdooConnector(Connector):
         if order.get("note"):
             add("note", display_type="line_note", name=order["note"])
         return wants
+
+    def _check_currency(self, order: Mapping[str, Any]) -> None:
+        """An order outside the company currency needs a pricelist in its currency."""
+        currency = order["currency"]
+        if currency == self._company()[1] or self.settings["pricelists"].get(currency):
+            return
+        raise MissingSetting(
+            f"missing setting: {_label(order)} is in {currency} but the Odoo company's currency "
+            f"is {self._company()[1]} and pricelists has no {currency} entry; add pricelists: "
+            f"{{{currency}: PRICELIST_ID}} (an active pricelist in {currency}, Sales > Products > "
+            f"Pricelists) to connector '{self.name}' and save it (the order resumes)",
+            key="pricelists")
 
     def _product(self, code: str) -> str | None:
         rows = self._call(f"find product {code}", "product.product", "search_read",
@@ -645,14 +691,47 @@ class OdooConnector(Connector):
                 f"mappings add {self.name} product {code} PRODUCT_ID`", kind="product", key=code)
         return str(rows[0]["id"]) if rows else None
 
-    def _special(self, setting: str, ctx: PushContext) -> int:
-        """The discount or shipping product: a product link on its code, else by default_code."""
-        code = self.settings[setting]
+    def _special_code(self, setting: str) -> str:
+        if setting == "rounding_product":
+            return self.settings["rounding_product"] or self.settings["discount_product"]
+        return self.settings[setting]
+
+    def _special(self, setting: str, ctx: PushContext, order: Mapping[str, Any]) -> int:
+        """The shipping, discount or rounding product: a product link on its code, else by code.
+
+        Needed only by an order that has such a line; when it is missing the order parks with
+        MissingSetting naming the setting (saving the connector resumes it).
+        """
+        code = self._special_code(setting)
+        if code in ctx.links.product:
+            return int(ctx.links.product[code])
         key = ("special", code)
-        if key not in self._cache or code in ctx.links.product:
-            found = resolve_products([{"sku": code}], ctx, connector=self.name, find=self._product)
-            self._cache[key] = int(found[code])
+        if key not in self._cache:
+            problem = self._product_setting_problem(setting)
+            if problem:
+                raise MissingSetting(f"missing setting: {_label(order)} needs {problem}; then "
+                                     f"save connector '{self.name}' (the order resumes)",
+                                     key=setting)
         return self._cache[key]
+
+    def _product_setting_problem(self, setting: str) -> str | None:
+        """None when the setting's product is one active product in Odoo, else what is wrong."""
+        code = self._special_code(setting)
+        rows = self._call(f"find product {code}", "product.product", "search_read",
+                          domain=[["default_code", "=", code]], fields=["id"], limit=2)
+        what = {"shipping_product": "a shipping line", "discount_product": "a discount line",
+                "rounding_product": "a rounding difference line"}[setting]
+        named = (f"{setting} '{code}'" if self.settings.get(setting) else
+                 f"rounding_product (empty, so the discount product '{code}')")
+        if len(rows) == 1:
+            self._cache[("special", code)] = int(rows[0]["id"])
+            return None
+        if rows:
+            return (f"{named} for {what}, but {code} is the Internal Reference of several "
+                    f"products in Odoo; give {setting} a unique one")
+        return (f"{named} for {what}, but no active product has Internal Reference {code} in "
+                f"Odoo; create a service product with that reference (no taxes) or set "
+                f"{setting} to an existing product's Internal Reference")
 
     def _tax_field(self) -> str:
         """sale.order.line's taxes: tax_id up to 18.0, tax_ids since saas-18.1 (odoo#186869)."""
@@ -671,6 +750,27 @@ class OdooConnector(Connector):
 
     def _version(self) -> int:
         return self._guard("read the server version", self.client.version)
+
+    def _company(self) -> tuple[int, str]:
+        """(company id, its currency code): `company_id`, else the user's current company,
+        where Odoo books a sale order that names none."""
+        if "company" not in self._cache:
+            company = self.settings.get("company_id")
+            if not company:
+                if self.settings["protocol"] == "json2":
+                    uid = self._call("sign in", "res.users", "context_get")["uid"]
+                else:
+                    uid = self._guard("sign in", self.client.uid)
+                user = self._call("read the Odoo user", "res.users", "read", [int(uid)],
+                                  fields=["company_id"])
+                company = user[0]["company_id"][0]
+            rows = self._call("read the company", "res.company", "read", [int(company)],
+                              fields=["currency_id"])
+            if not rows:
+                raise PermanentError(f"company_id {company} of connector '{self.name}' is not a "
+                                     "company in Odoo; set the id of one (Settings > Companies)")
+            self._cache["company"] = (int(company), str(rows[0]["currency_id"][1]))
+        return self._cache["company"]
 
     # --- taxes ---------------------------------------------------------------------------
     def _taxes(self, taxes: Iterable[Mapping[str, Any]], ctx: PushContext, included: bool,
@@ -701,8 +801,9 @@ class OdooConnector(Connector):
         if cached not in self._cache:
             domain: list[Any] = [["type_tax_use", "=", "sale"], ["amount_type", "=", "percent"],
                                  ["amount", "=", _percent(rate)]]
-            if self.settings.get("company_id"):
-                domain.append(["company_id", "=", self.settings["company_id"]])
+            # the company's own taxes only: a user of several companies sees them all, and a
+            # tax of another company on the order is refused by Odoo (check_company)
+            domain.append(["company_id", "=", self._company()[0]])
             rows = self._call(f"find the {_percent(rate)}% sale tax", "account.tax", "search_read",
                               domain=domain, fields=["name", "amount", "amount_type",
                                                      "price_include", "type_tax_use"])
@@ -880,10 +981,11 @@ class OdooConnector(Connector):
         currency = so["currency_id"][1] if so.get("currency_id") else "?"
         if currency != order["currency"]:
             self._call(f"remove quotation {so['name']}", "sale.order", "unlink", [so_id])
-            raise PermanentError(
-                f"Odoo prices {_label(order)} in {currency} (the customer's pricelist) but the "
-                f"order is in {order['currency']}; add pricelists: {{{order['currency']}: "
-                "PRICELIST_ID}} (a pricelist in that currency) to the connector, then replay")
+            raise MissingSetting(
+                f"missing setting: Odoo prices {_label(order)} in {currency} (the customer's "
+                f"pricelist) but the order is in {order['currency']}; add pricelists: "
+                f"{{{order['currency']}: PRICELIST_ID}} (a pricelist in that currency) to "
+                f"connector '{self.name}' and save it (the order resumes)", key="pricelists")
         return so
 
     def _sync(self, so: dict[str, Any], order: Mapping[str, Any], wants: list[_Want],
@@ -924,7 +1026,7 @@ class OdooConnector(Connector):
                 if _dec(adjustments[0]["price_unit"]) != new:
                     adjust.append([1, adjustments[0]["id"], {"price_unit": new}])
             elif new:
-                adjust.append([0, 0, {"product_id": self._special("discount_product", ctx),
+                adjust.append([0, 0, {"product_id": self._special("rounding_product", ctx, order),
                                       "name": ADJUSTMENT, "sequence": 10 * (len(wants) + 1),
                                       "product_uom_qty": Decimal(1), "price_unit": new,
                                       "discount": Decimal(0), taxfield: [[6, 0, []]]}])

@@ -32,7 +32,13 @@ from marshmallow import ValidationError
 
 from broker.schemas.order import load_order
 from connectors.base import Links, PushContext
-from connectors.errors import IdentityReview, MissingMapping, PermanentError, TransientError
+from connectors.errors import (
+    IdentityReview,
+    MissingMapping,
+    MissingSetting,
+    PermanentError,
+    TransientError,
+)
 from connectors.odoo import ADJUSTMENT, OdooConfig, OdooConnector
 
 Q = Decimal("0.01")
@@ -227,12 +233,25 @@ def test_zero_decimal_currency_on_its_pricelist(fake: FakeOdoo, connect: Make) -
     assert so["amount_total"] == order["totals"]["total"] == Decimal("7097")
 
 
-def test_other_currency_without_a_pricelist_is_refused_and_removed(fake: FakeOdoo,
-                                                                   connect: Make) -> None:
+def test_other_currency_without_a_pricelist_parks_naming_the_setting(fake: FakeOdoo,
+                                                                     connect: Make) -> None:
     order = make_order(currency="EUR")
-    with pytest.raises(PermanentError, match=r"in USD .* order is in EUR; add pricelists"):
+    with pytest.raises(MissingSetting, match=r"in EUR .* currency is USD .* add pricelists") \
+            as caught:
         connect().push(order, ctx())
-    assert fake.orders(order["external_id"]) == []
+    assert caught.value.key == "pricelists" and caught.value.kind == "setting"
+    assert fake.orders(order["external_id"]) == [] and fake.partners(email="ana@example.com") == []
+    connect(pricelists={"EUR": fake.pricelists["EUR"]}).push(order, ctx())  # saved: it books
+    assert booked(fake, order)["amount_total"] == order["totals"]["total"]
+
+
+def test_a_customer_pricelist_in_another_currency_parks_and_leaves_nothing(
+        fake: FakeOdoo, connect: Make) -> None:
+    fake.add_partner("Ana S.", "ana@example.com", property_product_pricelist=fake.pricelists["EUR"])
+    order = make_order(customer_id=None)
+    with pytest.raises(MissingSetting, match=r"in EUR \(the customer's pricelist\)") as caught:
+        connect().push(order, ctx())
+    assert caught.value.key == "pricelists" and fake.orders(order["external_id"]) == []
 
 
 def test_price_finer_than_odoo_accuracy_is_refused(fake: FakeOdoo, connect: Make) -> None:
@@ -780,3 +799,68 @@ def test_an_unverified_email_never_reuses_the_link_a_verified_order_taught(
     verified = make_order("W-3", customer_id="c-3")  # the same email, verified: the link holds
     connector.push(verified, ctx(links=links))
     assert booked(fake19, verified)["partner_id"] == booked(fake19, known)["partner_id"]
+
+
+# --- settings: check() and MissingSetting, the same for every kind of line -----------------
+@pytest.mark.parametrize(("setting", "code", "shaped"), [
+    ("discount_product", "DISCOUNT", {"lines": [("SKU-1", "2", "12.50", "1.00", None)],
+                                      "shipping": None}),
+    ("discount_product", "DISCOUNT", {"lines": [("SKU-1", "2", "12.50", None, None)],
+                                      "shipping": None, "discount": "2.00"}),
+    ("shipping_product", "SHIPPING", {"lines": [("SKU-1", "2", "12.50", None, None)],
+                                      "shipping": "5.00"}),
+])
+def test_a_line_whose_product_setting_is_missing_parks_naming_the_setting(
+        fake19: FakeOdoo, connect: Make, setting: str, code: str, shaped: dict[str, Any]) -> None:
+    fake19.remove_product(code)
+    order = make_order(**shaped)
+    with pytest.raises(MissingSetting, match=rf"{setting} '{code}'.*no active product") as caught:
+        connect(fake19).push(order, ctx())
+    assert (caught.value.kind, caught.value.key) == ("setting", setting)
+    assert fake19.orders() == []   # parked before anything was written
+
+
+def test_an_order_without_discount_or_rounding_needs_no_discount_product(
+        fake19: FakeOdoo, connect: Make) -> None:
+    fake19.remove_product("DISCOUNT")
+    fake19.remove_product("SHIPPING")
+    order = make_order(shipping=None)
+    connect(fake19).push(order, ctx())
+    assert booked(fake19, order)["invoice_status"] == "invoiced"
+
+
+def test_a_rounding_difference_without_its_product_parks_then_resumes(connect: Make) -> None:
+    with FakeOdoo(version=19, rounding="round_globally") as fake:
+        fake.ensure_product("SKU-1")
+        fake.ensure_product("SKU-2")
+        fake.remove_product("DISCOUNT")
+        order = make_order(lines=[("SKU-1", "3", "19.99", None, "0.0725"),
+                                  ("SKU-2", "7", "0.07", None, "0.0725")],
+                           line_tax={"SKU-1": "4.35", "SKU-2": "0.04"}, shipping=None)
+        with pytest.raises(MissingSetting, match="rounding_product") as caught:
+            connect(fake).push(order, ctx())
+        assert caught.value.key == "rounding_product"
+        assert booked(fake, order)["state"] == "draft"   # a quotation, nothing invoiced
+        fake.add_product("ROUNDING", "Rounding", kind="service", taxes=[])
+        connect(fake, rounding_product="ROUNDING").push(order, ctx())  # the setting saved
+        so = booked(fake, order)
+        assert so["amount_total"] == order["totals"]["total"] and so["state"] == "sale"
+        [adjust] = [ln for ln in fake.lines(so["id"]) if ln["name"] == ADJUSTMENT]
+        assert adjust["product_id"] == fake.ensure_product("ROUNDING")
+
+
+def test_check_names_every_missing_setting(fake19: FakeOdoo, connect: Make) -> None:
+    connect(fake19).check()   # SHIPPING and DISCOUNT exist
+    fake19.remove_product("DISCOUNT")
+    fake19.remove_product("SHIPPING")
+    with pytest.raises(PermanentError) as caught:
+        connect(fake19, pricelists={"EUR": fake19.pricelists["USD"]}).check()
+    text = str(caught.value)
+    for expected in ("shipping_product 'SHIPPING'", "discount_product 'DISCOUNT'",
+                     "rounding_product (empty, so the discount product 'DISCOUNT')",
+                     "pricelists: EUR names pricelist", "which is in USD"):
+        assert expected in text
+    fake19.add_product("RND", kind="service", taxes=[])
+    with pytest.raises(PermanentError) as caught:
+        connect(fake19, rounding_product="RND").check()
+    assert "rounding_product" not in str(caught.value) and "SHIPPING" in str(caught.value)
