@@ -70,6 +70,7 @@ committed when its answer fails with "cannot marshal None" (odoo#19889): that is
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import logging
@@ -77,7 +78,7 @@ import re
 import threading
 import xmlrpc.client
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -112,7 +113,7 @@ PROTOCOLS = ("json2", "jsonrpc", "xmlrpc")
 ADJUSTMENT = "Rounding difference (channel vs. Odoo tax computation)"
 REFERENCE_FIELDS = ("external_id", "channel", "number")
 _ORDER_FIELDS = ["name", "state", "client_order_ref", "amount_total", "amount_tax",
-                 "currency_id", "invoice_ids", "invoice_status", "order_line"]
+                 "currency_id", "invoice_ids", "invoice_status", "order_line", "note"]
 _LINE_FIELDS = ["product_id", "name", "product_uom_qty", "price_unit", "discount",
                 "display_type", "price_subtotal", "sequence"]
 _MOVE_FIELDS = ["name", "state", "move_type", "reversed_entry_id", "amount_total", "journal_id"]
@@ -410,7 +411,7 @@ def _from_fault(fault: xmlrpc.client.Fault) -> _Fault:
 class _Want:
     """One sale order line the order needs: its kind and the values to write."""
 
-    kind: str  # product | discount | shipping | note
+    kind: str  # product | discount | shipping
     vals: dict[str, Any]
 
 
@@ -510,12 +511,14 @@ class OdooConnector(Connector):
             partner, invoice_to, ship_to, links = self._customer(order, ctx)
             so = self._create_order(order, partner, invoice_to, ship_to, wants)
         self._sync(so, order, wants, ctx)
+        not_applied = self._sync_note(so, order)
         so = self._read_order(so["id"])
         if so["state"] in ("draft", "sent"):
             self._call(f"confirm {so['name']}", "sale.order", "action_confirm", [so["id"]])
             so = self._read_order(so["id"])
         self._invoice(so)
-        return self._result(self._read_order(so["id"]), created=created, links=links)
+        result = self._result(self._read_order(so["id"]), created=created, links=links)
+        return replace(result, not_applied=not_applied) if not_applied else result
 
     def cancel(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
         """Cancel the sale order; posted invoices get a credit note first (or PermanentError).
@@ -665,8 +668,6 @@ class OdooConnector(Connector):
             add("shipping", product_id=product, name=f"Shipping: {method}" if method else "Shipping",
                 product_uom_qty=Decimal(1), price_unit=shipping["amount"], discount=Decimal(0),
                 **{taxfield: [[6, 0, taxes]]})
-        if order.get("note"):
-            add("note", display_type="line_note", name=order["note"])
         return wants
 
     def _check_currency(self, order: Mapping[str, Any]) -> None:
@@ -969,6 +970,8 @@ class OdooConnector(Connector):
             "origin": f"{order.get('channel') or ''} {order.get('number') or ''}".strip()
             or order["external_id"],
             "order_line": [[0, 0, want.vals] for want in wants]}
+        if order.get("note"):
+            vals["note"] = _note_html(order["note"])
         if order.get("placed_at"):
             vals["date_order"] = order["placed_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         pricelist = self.settings["pricelists"].get(order["currency"])
@@ -1042,6 +1045,23 @@ class OdooConnector(Connector):
             raise
         if relock:
             self._lock(so)
+
+    def _sync_note(self, so: Mapping[str, Any], order: Mapping[str, Any]) -> tuple[str, ...]:
+        """The order note in the sale order's ``note`` (HTML; Odoo lets it change in every state).
+
+        A posted invoice keeps the note it was issued with (its terms), which is said in
+        not_applied; lines never carry the note, so a note change never reissues an invoice.
+        """
+        wanted = (order.get("note") or "").strip()
+        if _note_text(so.get("note")) == wanted:
+            return ()
+        self._call(f"write the note of {so['name']}", "sale.order", "write", [so["id"]],
+                   vals={"note": _note_html(wanted) if wanted else False})
+        posted = self._open_invoices(self._moves(so))
+        if not posted:
+            return ()
+        return (f"the note on {', '.join(m['name'] for m in posted)}: a posted invoice keeps the "
+                f"note it was issued with; {so['name']} has the new note",)
 
     def _lock(self, so: Mapping[str, Any]) -> None:
         method = "action_lock" if self._version() >= 17 else "action_done"  # 16: "done" = locked
@@ -1268,7 +1288,7 @@ def _pair(existing: list[dict[str, Any]], wants: list[_Want], taxfield: str, *, 
     Lines pair by product (and description first), so a confirmed line is edited, not replaced:
     Odoo forbids deleting confirmed lines, so unpaired ones go to quantity 0 unless `deletable`.
     """
-    pool = list(existing)
+    pool = [line for line in existing if not line.get("display_type")]  # notes, sections: kept
     paired: dict[int, dict[str, Any]] = {}
     for strict in (True, False):
         for i, want in enumerate(wants):
@@ -1287,7 +1307,7 @@ def _pair(existing: list[dict[str, Any]], wants: list[_Want], taxfield: str, *, 
         elif not _same(line, want, taxfield):
             commands.append([1, line["id"], want.vals])
     for line in pool:
-        if deletable or line.get("display_type"):
+        if deletable:
             commands.append([2, line["id"], 0])
         elif _dec(line["product_uom_qty"]):  # the price too: Odoo reprices on a qty change
             commands.append([1, line["id"], {"product_uom_qty": Decimal(0),
@@ -1354,6 +1374,20 @@ def _places(value: Decimal) -> int:
 def _clean(vals: Mapping[str, Any]) -> dict[str, Any]:
     """Drop empty values: XML-RPC has no None, and Odoo reads a missing key as empty."""
     return {k: v for k, v in vals.items() if v is not None and v != ""}
+
+
+def _note_html(text: str) -> str:
+    """The order note as Odoo 19's HTML ``note`` keeps it: one escaped paragraph."""
+    return f"<p>{html.escape(text, quote=False)}</p>"
+
+
+def _note_text(value: Any) -> str:
+    """The text of an HTML note (Odoo wraps plain text in <p> and escapes it)."""
+    if not value:
+        return ""
+    text = re.sub(r"<br\s*/?>", "\n", str(value))
+    text = re.sub(r"</p>\s*<p[^>]*>", "\n", text)
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
 
 
 def _label(order: Mapping[str, Any]) -> str:

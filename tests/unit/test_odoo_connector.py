@@ -152,7 +152,8 @@ def test_order_is_confirmed_and_its_invoice_posted(fake: FakeOdoo, connect: Make
     assert result.reference.startswith("S00001 / INV/") and result.details["created"] is True
     kinds = [(ln["name"], ln["display_type"]) for ln in fake.lines(so["id"])]
     assert kinds == [("Product SKU-1", False), ("Discount TENOFF", False),
-                     ("Shipping: Standard", False), ("Leave at the door", "line_note")]
+                     ("Shipping: Standard", False)]
+    assert so["note"] == "<p>Leave at the door</p>"  # the order's HTML note, not a line
 
 
 def test_explicit_taxes_override_the_products_default_tax(fake: FakeOdoo, connect: Make) -> None:
@@ -864,3 +865,52 @@ def test_check_names_every_missing_setting(fake19: FakeOdoo, connect: Make) -> N
     with pytest.raises(PermanentError) as caught:
         connect(fake19, rounding_product="RND").check()
     assert "rounding_product" not in str(caught.value) and "SHIPPING" in str(caught.value)
+
+
+# --- notes ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("protocol", ["json2", "xmlrpc"])
+def test_a_note_only_change_reaches_the_invoiced_order_without_a_credit_note(
+        fake19: FakeOdoo, connect: Make, protocol: str) -> None:
+    connector = connect(fake19, protocol=protocol, **(
+        {"username": LOGIN} if protocol != "json2" else {}))
+    first = make_order(note="Leave at the door")
+    result = connector.push(first, ctx())
+    moves = len(fake19.moves())
+    second = make_order(note="Ring twice & wait <5 min>\nthen the neighbour")
+    again = connector.push(second, ctx("update", result.reference))
+    so = booked(fake19, first)
+    assert so["note"] == "<p>Ring twice &amp; wait &lt;5 min&gt;\nthen the neighbour</p>"
+    assert len(fake19.moves()) == moves and again.reference == result.reference
+    [invoice] = fake19.moves(so["id"])
+    assert again.not_applied == (f"the note on {invoice['name']}: a posted invoice keeps the "
+                                 f"note it was issued with; {so['name']} has the new note",)
+    assert connector.push(second, ctx("update", again.reference)).not_applied == ()
+
+
+def test_a_note_reaches_a_locked_order_and_a_removed_note_is_removed(connect: Make) -> None:
+    with FakeOdoo(version=19, auto_lock=True) as fake:
+        fake.ensure_product("SKU-1")
+        connector = connect(fake, invoice="none")
+        first = make_order(note="Leave at the door")
+        result = connector.push(first, ctx())
+        connector.push(make_order(note="Back door"), ctx("update", result.reference))
+        assert booked(fake, first)["note"] == "<p>Back door</p>"
+        outcome = connector.push(make_order(note=None), ctx("update", result.reference))
+        so = booked(fake, first)
+        assert so["note"] is False and so["locked"] and outcome.not_applied == ()
+
+
+def test_a_note_line_of_an_earlier_booking_is_left_alone(fake19: FakeOdoo, connect: Make) -> None:
+    """Orders booked before notes moved to sale.order.note carry the note as a line."""
+    connector = connect(fake19)
+    order = make_order()
+    result = connector.push(order, ctx())
+    so = booked(fake19, order)
+    fake19.records["sale.order.line"][max(fake19.records["sale.order.line"]) + 1] = {
+        "id": max(fake19.records["sale.order.line"]) + 1, "order_id": so["id"], "sequence": 99,
+        "name": "Leave at the door", "display_type": "line_note", "product_id": False,
+        "product_uom_qty": Decimal(0), "price_unit": Decimal(0), "technical_price_unit":
+        Decimal(0), "discount": Decimal(0), "tax_ids": []}
+    calls = len(fake19.calls)
+    assert connector.push(order, ctx("update", result.reference)).reference == result.reference
+    assert not [c for c in fake19.calls[calls:] if c[2] in ("write", "create")]
