@@ -117,11 +117,24 @@ _ORDER_FIELDS = ["name", "state", "client_order_ref", "amount_total", "amount_ta
 _LINE_FIELDS = ["product_id", "name", "product_uom_qty", "price_unit", "discount",
                 "display_type", "price_subtotal", "sequence"]
 _MOVE_FIELDS = ["name", "state", "move_type", "reversed_entry_id", "amount_total", "journal_id"]
-_TRANSIENT = {"LockError", "ConcurrencyError", "SerializationFailure", "TransactionRollbackError",
-              "LockNotAvailable", "InterfaceError", "PoolError", "ServiceUnavailable",
-              "TooManyRequests", "BadGateway", "GatewayTimeout", "RequestTimeout"}
-_PERMANENT = {"UserError", "ValidationError", "MissingError", "RedirectWarning", "ValueError",
-              "KeyError", "TypeError", "AttributeError", "UnprocessableEntity", "BadRequest"}
+# Odoo's error table: odoo/exceptions.py (UserError family 422, MissingError 404, AccessError
+# 403, LockError 409), Json2Dispatcher.handle_error (werkzeug codes, else 500),
+# addons/rpc/controllers/xmlrpc.py (faults 2/3/4/1) and service/model.py ``retrying`` (Odoo
+# retries serialization failures 5 times itself, then they surface as 500 / fault 1), as
+# recorded from Odoo 19 (tests/fixtures/transcripts/odoo19, README "Error body shapes").
+_RETRY = {"LockError", "ConcurrencyError", "SerializationFailure", "LockNotAvailable",
+          "DeadlockDetected", "TransactionRollbackError", "InterfaceError", "OperationalError",
+          "PoolError", "ServiceUnavailable", "TooManyRequests", "BadGateway", "GatewayTimeout",
+          "RequestTimeout"}
+# a LockError over XML-RPC is a plain fault 2: only its words tell it from a UserError
+_RETRY_WORDS = ("Cannot grab a lock on records", "could not be locked",
+                "could not serialize access", "deadlock detected")
+_CREDENTIALS = {"AccessDenied", "Unauthorized"}
+_RIGHTS = {"AccessError", "Forbidden"}
+_REFUSED = {"UserError", "ValidationError", "MissingError", "RedirectWarning"}
+_BAD_CALL = {"ValueError", "TypeError", "KeyError", "AttributeError", "IndexError",
+             "NotImplementedError", "UnprocessableEntity", "BadRequest", "UnsupportedMediaType",
+             "MethodNotAllowed"}
 _PRODUCT_SETTINGS = ("shipping_product", "discount_product", "rounding_product")
 _DATA_METHODS = {"search", "search_read", "search_count", "read", "create", "fields_get",
                  "context_get"}
@@ -132,6 +145,11 @@ _EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Denied|Warning|Fail
 log = logging.getLogger(__name__)
 
 
+# Paths people copy from the browser or from API docs: the connector adds the API path itself,
+# and Odoo routes /odoo/... to its web client, whose CSRF check answers 400 "Session expired"
+_UI_PATHS = re.compile(r"/(odoo|web|json/2|json|jsonrpc|xmlrpc/2|xmlrpc)(/.*)?$", re.IGNORECASE)
+
+
 def _is_url(value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -139,7 +157,20 @@ def _is_url(value: str) -> None:
     if "@" in parts.netloc:
         raise ValidationError("put credentials in username / api_key, not in the URL")
     if parts.query or parts.fragment:
-        raise ValidationError("give the server address only, without query or fragment")
+        raise ValidationError("give the server address only, without query or fragment "
+                              "(the database goes in database)")
+    found = _UI_PATHS.search(parts.path.rstrip("/"))
+    if found:
+        root = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')[:found.start()]}"
+        raise ValidationError(
+            f"remove '{found.group(0)}' from the URL: give the address Odoo answers at, "
+            f"{root} (the connector adds the API path itself; Odoo sends /odoo and /web to its "
+            "web client, which refuses API calls with 'Session expired (invalid CSRF token)')")
+
+
+def _path_names_database(url: str, database: str | None) -> bool:
+    segments = [s for s in urlsplit(url).path.split("/") if s]
+    return bool(database and segments and segments[-1] == database)
 
 
 def _reference_format(value: str) -> None:
@@ -185,6 +216,17 @@ class OdooConfig(ConfigSchema):
                              load_default=dict)
 
     @validates_schema
+    def _database_not_in_url(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if _path_names_database(data.get("url") or "", data.get("database")):
+            parts = urlsplit(data["url"])
+            root = f"{parts.scheme}://{parts.netloc}" + "/".join(
+                parts.path.rstrip("/").split("/")[:-1])
+            raise ValidationError({"url": [
+                f"the URL ends with the database name '{data['database']}': Odoo does not take "
+                f"the database in the path; set url to {root} and keep database "
+                f"'{data['database']}'"]})
+
+    @validates_schema
     def _protocol_needs(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("protocol", "json2") == "json2":
             if data.get("username"):
@@ -201,9 +243,10 @@ class _Fault(Exception):
     """An error answer: Odoo's exception class name, its message, the HTTP status if any."""
 
     def __init__(self, name: str, message: str, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, *, page: bool = False) -> None:
         super().__init__(message)
         self.name, self.message, self.status, self.retry_after = name, message, status, retry_after
+        self.page = page  # an HTML page: Odoo routed the request before its API saw it
 
 
 class _Marshaller(xmlrpc.client.Marshaller):
@@ -323,7 +366,8 @@ class _Client:
         except ValueError:
             error = None
         if not isinstance(error, dict):
-            raise _Fault("", _snippet(data), status, _retry_after(answer_headers))
+            raise _Fault("", _snippet(data), status, _retry_after(answer_headers),
+                         page=_is_page(answer_headers))
         raise _Fault(str(error.get("name") or ""), str(error.get("message") or _snippet(data)),
                      status, _retry_after(answer_headers))
 
@@ -334,7 +378,8 @@ class _Client:
             status, headers, data = self._post("/jsonrpc", exact_json(body).encode(),
                                                {"Content-Type": "application/json"})
             if status != 200:
-                raise _Fault("", _snippet(data), status, _retry_after(headers))
+                raise _Fault("", _snippet(data), status, _retry_after(headers),
+                             page=_is_page(headers))
             answer = self._loads(data)
             if not isinstance(answer, dict):
                 raise _Fault("BadAnswer", f"not a JSON-RPC answer: {_snippet(data)}", status)
@@ -350,7 +395,8 @@ class _Client:
         status, headers, data = self._post(f"/xmlrpc/2/{service}", body,
                                            {"Content-Type": "text/xml"})
         if status != 200:
-            raise _Fault("", _snippet(data), status, _retry_after(headers))
+            raise _Fault("", _snippet(data), status, _retry_after(headers),
+                         page=_is_page(headers))
         unmarshaller = _Unmarshaller(use_builtin_types=True)
         parser = xmlrpc.client.ExpatParser(unmarshaller)
         try:
@@ -1232,48 +1278,83 @@ class OdooConnector(Connector):
             raise TransientError(self._redact(str(exc)), retry_after=exc.retry_after) from None
 
     def _error(self, fault: _Fault, what: str) -> Exception:
+        """Odoo's error table -> retry later, or stop and say what to fix (module constants)."""
         name = fault.name.rsplit(".", 1)[-1]
-        message = " ".join(self._redact(fault.message).split())[:400] or "(no message)"
+        message = " ".join(self._redact(fault.message).split())[:600] or "(no message)"
         where = f"Odoo at {_origin(self.client.base)}"
         said = f"{where} answered {fault.status} " if fault.status else f"{where} "
         said += f"{fault.name or 'error'}: {message}" if fault.name else f"said: {message}"
-        credentials = ("api_key" if self.settings["protocol"] == "json2"
-                       else "username / api_key (password or API key)")
-        if fault.status == 401 or name in ("AccessDenied", "Unauthorized"):
-            return PermanentError(f"{said} (while trying to {what}); check {credentials} and "
-                                  f"database of connector '{self.name}', then replay")
-        if "database" in message.lower() and "does not exist" in message.lower():
-            return PermanentError(f"{said} (while trying to {what}); check the database name of "
-                                  f"connector '{self.name}'")
-        if name in _TRANSIENT or fault.status in _RETRY_STATUS or "could not serialize" in message:
-            return TransientError(f"{said} (while trying to {what}); will retry",
-                                  retry_after=fault.retry_after)
-        if name in ("AccessError", "Forbidden") or fault.status == 403:
-            return PermanentError(f"{said} (while trying to {what}); give the Odoo user of "
-                                  f"connector '{self.name}' the Sales and Invoicing rights, then "
-                                  "replay")
+        also = f" (while trying to {what})"
+        protocol = self.settings["protocol"]
+        credentials = "api_key" if protocol == "json2" else "username / api_key (password or API key)"
         if name == "BadAnswer" or (fault.status is not None and 300 <= fault.status < 400):
-            return PermanentError(f"{said} (while trying to {what}); this is not Odoo's "
-                                  f"{self.settings['protocol']} endpoint (redirects are not "
-                                  f"followed): check the url of connector '{self.name}' (https, "
-                                  "no path) and its protocol")
-        if name in _PERMANENT:
-            return PermanentError(f"{said} (while trying to {what}); fix this in Odoo (or the "
+            return PermanentError(f"{said}{also}; this is not Odoo's {protocol} endpoint "
+                                  f"(redirects are not followed): check the url of connector "
+                                  f"'{self.name}' (https, the address Odoo answers at) and its "
+                                  "protocol")
+        if not fault.name and fault.page:
+            return self._page_error(fault, said + also)
+        if fault.status == 401 or name in _CREDENTIALS:
+            return PermanentError(f"{said}{also}; check {credentials} and database of connector "
+                                  f"'{self.name}', then replay")
+        if "database" in message.lower() and "does not exist" in message.lower():
+            return PermanentError(f"{said}{also}; check the database name of connector "
+                                  f"'{self.name}'")
+        if name in _RETRY or fault.status in _RETRY_STATUS or \
+                any(words in message for words in _RETRY_WORDS):
+            return TransientError(f"{said}{also}; will retry", retry_after=fault.retry_after)
+        if name in _RIGHTS or fault.status == 403:
+            return PermanentError(f"{said}{also}; give the Odoo user of connector '{self.name}' "
+                                  "the Sales and Invoicing rights (and access to its company), "
+                                  "then replay")
+        if name in _REFUSED:
+            return PermanentError(f"{said}{also}; Odoo refused it: fix this in Odoo (or the "
                                   f"connector '{self.name}' config) and replay")
         if fault.status == 404 or name == "NotFound":
             hint = ("the URL, the database (X-Odoo-Database) and the protocol — JSON-2 needs Odoo "
-                    "19; use jsonrpc or xmlrpc for Odoo 16-18 —" if self.settings["protocol"] ==
-                    "json2" else "the URL")
-            return PermanentError(f"{said} (while trying to {what}); check {hint} of connector "
-                                  f"'{self.name}' and that the Sales and Invoicing apps are "
-                                  "installed")
+                    "19; use jsonrpc or xmlrpc for Odoo 16-18 —" if protocol == "json2"
+                    else "the URL")
+            return PermanentError(f"{said}{also}; check {hint} of connector '{self.name}' and "
+                                  "that the Sales and Invoicing apps are installed")
+        if name in _BAD_CALL:
+            return PermanentError(f"{said}{also}; this Odoo does not take the call the connector "
+                                  f"made (a field or method of another Odoo version?): check the "
+                                  f"protocol of connector '{self.name}' and the Odoo version, "
+                                  "then replay")
         if fault.status is None or fault.status >= 500 or fault.status == 200:
-            # a server error (XML-RPC fault 1, JSON-RPC error, HTTP 5xx): often a restart or a
-            # database hiccup; the broker's attempt limit dead-letters a lasting one
-            return TransientError(f"{said} (while trying to {what}); will retry",
-                                  retry_after=fault.retry_after)
-        return PermanentError(f"{said} (while trying to {what}); fix this in Odoo (or the "
-                              f"connector '{self.name}' config) and replay")
+            # a server error (XML-RPC fault 1, JSON-RPC error, HTTP 5xx) that names no known
+            # mistake: often a restart or a database hiccup; the attempt limit dead-letters it
+            return TransientError(f"{said}{also}; will retry", retry_after=fault.retry_after)
+        return PermanentError(f"{said}{also}; fix this in Odoo (or the connector '{self.name}' "
+                              "config) and replay")
+
+    def _page_error(self, fault: _Fault, said: str) -> Exception:
+        """An HTML page where the API should answer: Odoo routed the request elsewhere."""
+        url = self.settings["url"]
+        if "invalid CSRF token" in fault.message:
+            return PermanentError(
+                f"{said}; the URL of connector '{self.name}' ({url}) leads into Odoo's web client "
+                "(a path such as /odoo or /web), which refuses API calls: set url to the address "
+                "Odoo answers at, without that path (e.g. https://acme.odoo.com)")
+        if "No database is selected" in fault.message:
+            database = self.settings.get("database")
+            problem = (f"Odoo has no database '{database}' (sent as X-Odoo-Database)" if database
+                       else "Odoo hosts several databases and none was named (X-Odoo-Database)")
+            return PermanentError(f"{said}; {problem}: set database of connector '{self.name}' "
+                                  "to one of the server's databases")
+        if fault.status == 415:
+            return PermanentError(f"{said}; something between the broker and Odoo changed the "
+                                  f"request's content type; check the url of connector "
+                                  f"'{self.name}' (a proxy path?)")
+        if fault.status == 404:
+            return PermanentError(
+                f"{said}; Odoo answered a web page: there is no {self.settings['protocol']} API at "
+                f"{url}. Set url of connector '{self.name}' to the address Odoo answers at "
+                "(no path, no database in it) and check its protocol: JSON-2 needs Odoo 19; use "
+                "jsonrpc or xmlrpc for Odoo 16-18")
+        if fault.status is not None and fault.status >= 500:
+            return TransientError(f"{said}; will retry", retry_after=fault.retry_after)
+        return PermanentError(f"{said}; check the url of connector '{self.name}' ({url})")
 
     def _redact(self, text: str) -> str:
         secret = self.settings.get("api_key") or ""
@@ -1404,6 +1485,10 @@ def _snippet(data: bytes) -> str:
     return " ".join(text.split())[:300] or "(empty body)"
 
 
+
+
+def _is_page(headers: Any) -> bool:
+    return "html" in str((headers or {}).get("Content-Type") or "").lower()
 
 
 def _retry_after(headers: Any) -> float | None:

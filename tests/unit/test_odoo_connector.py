@@ -22,13 +22,16 @@ from fakes.odoo import (
     AccessError,
     FakeOdoo,
     LockError,
+    MissingError,
     ServerError,
     UserError,
+    ValidationError,
+    concurrency_failure,
 )
 from fakes.vendor import FakeVendor
-from flask import redirect
+from flask import Response, redirect
 from harness import free_port
-from marshmallow import ValidationError
+from marshmallow import ValidationError as SchemaError
 
 from broker.schemas.order import load_order
 from connectors.base import Links, PushContext
@@ -597,14 +600,14 @@ def test_delivery_invoicing_policy_books_without_an_invoice(fake: FakeOdoo, conn
 def test_config_rules() -> None:
     base = {"url": "https://acme.odoo.com", "api_key": "k"}
     assert OdooConfig().load(base)["protocol"] == "json2"
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(SchemaError) as caught:
         OdooConfig().load({**base, "protocol": "xmlrpc"})
     assert set(caught.value.messages) == {"database", "username"}
-    with pytest.raises(ValidationError, match="username"):
+    with pytest.raises(SchemaError, match="username"):
         OdooConfig().load({**base, "username": "bot"})
-    with pytest.raises(ValidationError, match="placeholder"):
+    with pytest.raises(SchemaError, match="placeholder"):
         OdooConfig().load({**base, "reference_format": "{channel}"})
-    with pytest.raises(ValidationError, match="url"):
+    with pytest.raises(SchemaError, match="url"):
         OdooConfig().load({**base, "url": "https://bot:pw@acme.odoo.com"})
     assert "api_key" not in json.dumps(OdooConfig().dump(OdooConfig().load(base)))
 
@@ -914,3 +917,116 @@ def test_a_note_line_of_an_earlier_booking_is_left_alone(fake19: FakeOdoo, conne
     calls = len(fake19.calls)
     assert connector.push(order, ctx("update", result.reference)).reference == result.reference
     assert not [c for c in fake19.calls[calls:] if c[2] in ("write", "create")]
+
+
+# --- errors: Odoo's own table (odoo/exceptions.py, json2/xmlrpc controllers, service/model.py) --
+JOURNAL_REQUIRED = ("The operation cannot be completed: Missing required value for the field "
+                    "'Journal' (journal_id).\nModel: 'Account Move Reversal' "
+                    "(account.move.reversal)\n- create/update: a mandatory field is not set\n- "
+                    "delete: another model requires the record being deleted, you can archive it "
+                    "instead\n")
+
+
+@pytest.mark.parametrize(("protocol", "error", "outcome", "words"), [
+    ("json2", concurrency_failure(), TransientError, "could not serialize access"),
+    ("xmlrpc", concurrency_failure(), TransientError, "could not serialize access"),
+    ("json2", ServerError("odoo.exceptions.ConcurrencyError", "concurrent update"),
+     TransientError, "will retry"),
+    ("json2", LockError("Cannot grab a lock on records"), TransientError, "409"),
+    ("xmlrpc", LockError("Cannot grab a lock on records"), TransientError, "will retry"),
+    ("json2", ValidationError(JOURNAL_REQUIRED), PermanentError,
+     "ValidationError: The operation cannot be completed: Missing required value for the "
+     "field 'Journal' (journal_id). Model: 'Account Move Reversal'"),
+    ("xmlrpc", ValidationError(JOURNAL_REQUIRED), PermanentError,
+     "Missing required value for the field 'Journal'"),
+    ("json2", MissingError("Record does not exist or has been deleted.\n(Record: "
+                           "sale.order(7,), User: 2)"), PermanentError, "Odoo refused it"),
+    ("json2", ServerError("builtins.ValueError", "Invalid field 'tax_id' on model "
+                          "'sale.order.line'"), PermanentError, "another Odoo version"),
+    ("xmlrpc", ServerError("builtins.ValueError", "Invalid field 'tax_id' on model "
+                           "'sale.order.line'"), PermanentError, "another Odoo version"),
+    ("xmlrpc", UserError("Some orders are not in a state requiring confirmation."),
+     PermanentError, "Some orders are not in a state requiring confirmation"),
+    ("json2", AccessError("You are not allowed to access 'Sales Order' (sale.order) records."),
+     PermanentError, "Sales and Invoicing rights"),
+])
+def test_odoo_errors_are_retried_or_dead_lettered_as_odoos_error_table_says(
+        fake19: FakeOdoo, connect: Make, protocol: str, error: Exception,
+        outcome: type[Exception], words: str) -> None:
+    connector = connect(fake19, protocol=protocol, **(
+        {"username": LOGIN} if protocol != "json2" else {}))
+    fake19.fail_method("sale.order", "search_read", error)
+    with pytest.raises(outcome) as caught:
+        connector.lookup(make_order())
+    assert words in str(caught.value)
+    assert type(caught.value) is outcome
+
+
+def test_xmlrpc_cannot_marshal_none_after_committed_work_is_done(connect: Make) -> None:
+    """Odoo 19 over XML-RPC: create_invoices, action_lock/unlock and button_cancel commit, then
+    fault 1 "cannot marshal None" (transcripts 5c, 6a, 6e): the connector reads the state on."""
+    with FakeOdoo(version=19, auto_lock=True) as fake:
+        fake.ensure_product("SKU-1")
+        connector = connect(fake, protocol="xmlrpc", username=LOGIN)
+        first = make_order()
+        result = connector.push(first, ctx())
+        second = make_order(lines=[("SKU-1", "5", "12.50", None, "0.0725")])
+        connector.push(second, ctx("update", result.reference))
+        connector.cancel(second, ctx("cancel", result.reference))
+        so = booked(fake, first)
+        assert so["state"] == "cancel" and so["locked"] is False
+        kinds = sorted((m["move_type"], m["state"]) for m in fake.moves(so["id"]))
+        assert kinds == [("out_invoice", "posted"), ("out_invoice", "posted"),
+                         ("out_refund", "posted"), ("out_refund", "posted")]
+        assert fake.calls.count(("xmlrpc", "sale.advance.payment.inv", "create_invoices")) == 2
+
+
+# --- the URL: what to change, not "Session expired" ------------------------------------------
+@pytest.mark.parametrize("suffix", ["/odoo", "/odoo/", "/web", "/web/login", "/json/2",
+                                    "/xmlrpc/2", "/xmlrpc/2/object", "/jsonrpc",
+                                    "/odoo/action-sale.action_orders"])
+def test_a_url_with_an_odoo_path_is_refused_saying_what_to_change(suffix: str) -> None:
+    with pytest.raises(SchemaError) as caught:
+        OdooConfig().load({"url": f"https://acme.odoo.com{suffix}", "api_key": "k"})
+    text = str(caught.value.messages["url"])
+    assert f"remove '{suffix.rstrip('/')}'" in text and "https://acme.odoo.com " in text
+
+
+def test_a_url_ending_with_the_database_is_refused_saying_where_it_goes() -> None:
+    with pytest.raises(SchemaError) as caught:
+        OdooConfig().load({"url": "https://erp.example.com/fobo", "database": "fobo",
+                           "api_key": "k"})
+    assert "set url to https://erp.example.com and keep database 'fobo'" in str(
+        caught.value.messages["url"])
+    proxied = OdooConfig().load({"url": "https://example.com/erp", "api_key": "k"})
+    assert proxied["url"] == "https://example.com/erp"  # a proxy's own prefix is allowed
+
+
+def test_a_connector_whose_url_leads_into_the_web_client_says_to_fix_the_url() -> None:
+    """A URL saved before the check, or a proxy mapping onto /odoo: Odoo's CSRF page (1e)."""
+    with pytest.raises(PermanentError, match="remove '/odoo'"):
+        OdooConnector({"url": "https://acme.odoo.com/odoo", "api_key": "k"}, name="erp")
+
+    class Proxy(FakeVendor):   # forwards every path into Odoo's /odoo web client
+        def routes(self) -> None:
+            self.app.add_url_rule("/<path:rest>", "csrf", lambda rest: Response(
+                "<!doctype html>\n<html lang=en>\n<title>400 Bad Request</title>\n<h1>Bad "
+                "Request</h1>\n<p>Session expired (invalid CSRF token)</p>\n", status=400,
+                mimetype="text/html"), methods=["POST"])
+
+    with Proxy() as proxy:
+        connector = OdooConnector(OdooConfig().load({"url": proxy.url + "/erp", "api_key": "k"}),
+                                  name="erp")
+        with pytest.raises(PermanentError) as caught:
+            connector.check()
+        assert "leads into Odoo's web client" in str(caught.value)
+        assert "without that path" in str(caught.value)
+        connector.close()
+
+
+def test_a_url_with_a_path_odoo_does_not_serve_says_there_is_no_api_there(
+        fake19: FakeOdoo, connect: Make) -> None:
+    with pytest.raises(PermanentError, match=r"there is no json2 API at .*/erp\. Set url"):
+        connect(fake19, url=fake19.url + "/erp").check()
+    with pytest.raises(PermanentError, match=r"has no database 'nope' .*X-Odoo-Database"):
+        connect(fake19, database="nope").check()
