@@ -472,6 +472,17 @@ class OdooConnector(Connector):
     kind = "odoo"
     title = "Odoo (sale orders and invoices)"
     Config = OdooConfig
+    # Posting waits on a lock of the journal's last number (account/models/sequence_mixin.py
+    # _locked_increment), so invoices of one company are numbered one push at a time whatever
+    # runs beside; a second push overlaps its reads and writes with the first's posting. More
+    # only queue in Odoo, or spend Odoo's 5 serialization retries, and widen the window in
+    # which two orders of one new customer could both create the partner (found by ref).
+    max_in_flight = 2
+    # Worst case measured against the fake (tests/unit/test_odoo_connector.py
+    # test_calls_per_push_covers_the_worst_case): 32 requests to update an invoiced, locked
+    # order (unlock, credit note, lines, rounding line, relock, new invoice), 29 to book a new
+    # one; one more per further distinct tax rate, products are found in one request.
+    calls_per_push = 40
 
     def __init__(self, config: Mapping[str, Any], *, name: str = "") -> None:
         super().__init__(config, name=name)
@@ -634,6 +645,31 @@ class OdooConnector(Connector):
             return None
         return self._reference(so, moves)
 
+    def discard(self, order: Mapping[str, Any], ctx: PushContext) -> None:
+        """Remove what push booked, as far as Odoo allows (the kit's scratch runs only).
+
+        Quotations are deleted; confirmed orders are cancelled after their posted invoices are
+        credited (Odoo never deletes a posted entry, so invoice and credit note stay, net
+        zero) and deleted when no invoice ever referred to them. Partners stay: they may be
+        shared. Raises: TransientError, PermanentError.
+        """
+        rows = self._call(f"look up {_label(order)}", "sale.order", "search_read",
+                          domain=[["client_order_ref", "=", self._ref(order)]],
+                          fields=self._order_fields(), order="id asc")
+        for so in rows:
+            if so["state"] not in ("draft", "sent", "cancel"):
+                posted = self._open_invoices(self._moves(so))
+                if posted:
+                    self._credit(so, posted, f"{_label(order)} discarded")
+                if self._locked(so):
+                    self._call(f"unlock {so['name']}", "sale.order", "action_unlock", [so["id"]])
+                self._call(f"cancel {so['name']}", "sale.order", "action_cancel", [so["id"]],
+                           context={"disable_cancel_warning": True})
+                so = self._read_order(so["id"])
+            if so["state"] in ("draft", "sent") or (so["state"] == "cancel" and
+                                                     not so.get("invoice_ids")):
+                self._call(f"delete {so['name']}", "sale.order", "unlink", [so["id"]])
+
     def close(self) -> None:
         self.client.close()
 
@@ -676,6 +712,7 @@ class OdooConnector(Connector):
         included = bool(order.get("prices_include_tax"))
         self._check_currency(order)
         taxfield = self._tax_field()
+        self._prefetch_products(order, ctx)
         products = resolve_products(order["lines"], ctx, connector=self.name, find=self._product)
         digits = self._price_digits()
         wants: list[_Want] = []
@@ -728,9 +765,34 @@ class OdooConnector(Connector):
             f"Pricelists) to connector '{self.name}' and save it (the order resumes)",
             key="pricelists")
 
-    def _product(self, code: str) -> str | None:
-        rows = self._call(f"find product {code}", "product.product", "search_read",
+    def _prefetch_products(self, order: Mapping[str, Any], ctx: PushContext) -> None:
+        """Every product code this order may need, found in one call instead of one per SKU."""
+        for key in [k for k in self._cache if k[0] == "products"]:
+            del self._cache[key]  # answers of an earlier push may be stale
+        codes = {line.get("sku") or line.get("name") for line in order["lines"]}
+        codes |= {self._special_code(s) for s in _PRODUCT_SETTINGS
+                  if ("special", self._special_code(s)) not in self._cache}
+        wanted = sorted(c for c in codes if c and c not in ctx.links.product)
+        if not wanted:
+            return
+        rows = self._call("find the products", "product.product", "search_read",
+                          domain=[["default_code", "in", wanted]], fields=["id", "default_code"])
+        found: dict[str, list[dict[str, Any]]] = {code: [] for code in wanted}
+        for row in rows:
+            found.setdefault(row["default_code"], []).append({"id": row["id"]})
+        for code, hits in found.items():
+            self._cache[("products", code)] = hits
+
+    def _product_rows(self, code: str) -> list[dict[str, Any]]:
+        """Products with this Internal Reference (from the prefetch, else asked for)."""
+        cached = self._cache.pop(("products", code), None)
+        if cached is not None:
+            return cached
+        return self._call(f"find product {code}", "product.product", "search_read",
                           domain=[["default_code", "=", code]], fields=["id"], limit=3)
+
+    def _product(self, code: str) -> str | None:
+        rows = self._product_rows(code)
         if len(rows) > 1:
             raise MissingMapping(
                 f"missing mapping: SKU {code} matches {len(rows)} products in {self.name} "
@@ -764,8 +826,7 @@ class OdooConnector(Connector):
     def _product_setting_problem(self, setting: str) -> str | None:
         """None when the setting's product is one active product in Odoo, else what is wrong."""
         code = self._special_code(setting)
-        rows = self._call(f"find product {code}", "product.product", "search_read",
-                          domain=[["default_code", "=", code]], fields=["id"], limit=2)
+        rows = self._product_rows(code)
         what = {"shipping_product": "a shipping line", "discount_product": "a discount line",
                 "rounding_product": "a rounding difference line"}[setting]
         named = (f"{setting} '{code}'" if self.settings.get(setting) else

@@ -1030,3 +1030,62 @@ def test_a_url_with_a_path_odoo_does_not_serve_says_there_is_no_api_there(
         connect(fake19, url=fake19.url + "/erp").check()
     with pytest.raises(PermanentError, match=r"has no database 'nope' .*X-Odoo-Database"):
         connect(fake19, database="nope").check()
+
+
+# --- limits and discard -----------------------------------------------------------------------
+def worst_order(external_id: str, *, quantity: str = "2", note: str = "n1",
+                status: str = "open") -> dict[str, Any]:
+    """Ten SKUs at two tax rates, each line discounted, an order discount, shipping, a note."""
+    lines = [(f"SKU-{i}", quantity, "19.99", "0.50", "0.0725" if i % 2 else "0.19")
+             for i in range(10)]
+    order = make_order(external_id, lines=lines, shipping="4.95", discount="1.03", note=note)
+    return {**order, "status": status}
+
+
+@pytest.mark.parametrize(("version", "protocol"), [(19, "json2"), (19, "xmlrpc"),
+                                                   (17, "jsonrpc"), (16, "xmlrpc")])
+def test_calls_per_push_covers_the_worst_case(connect: Make, version: int, protocol: str) -> None:
+    with FakeOdoo(version=version, auto_lock=True) as fake:
+        for i in range(10):
+            fake.ensure_product(f"SKU-{i}")
+        fake.add_partner("Ana S.", "ana@example.com", ref="customer:shop:c-77")  # new addresses
+        extra = {"username": LOGIN} if protocol != "json2" else {}
+        counts: dict[str, int] = {}
+
+        def measure(name: str, call: Callable[[OdooConnector], Any]) -> Any:
+            before = len(fake.requests)
+            result = call(connect(fake, protocol=protocol, **extra))  # a fresh worker's connector
+            counts[name] = len(fake.requests) - before
+            return result
+
+        booked_first = measure("create", lambda c: c.push(worst_order("W-1"), ctx()))
+        reference = booked_first.reference
+        measure("update", lambda c: c.push(worst_order("W-1", quantity="3", note="n2"),
+                                           ctx("update", reference)))
+        measure("cancel", lambda c: c.cancel(worst_order("W-1"), ctx("cancel", reference)))
+        measure("cancelled first", lambda c: c.push(worst_order("W-2", status="cancelled"),
+                                                    ctx()))
+        assert max(counts.values()) <= OdooConnector.calls_per_push, counts
+        assert max(counts.values()) > 0.7 * OdooConnector.calls_per_push, counts
+
+
+def test_discard_removes_what_odoo_lets_go(fake19: FakeOdoo, connect: Make) -> None:
+    connector = connect(fake19)
+    invoiced, quotation, cancelled_first = make_order("W-1"), make_order("W-2"), \
+        cancelled(make_order("W-3"))
+    connector.push(invoiced, ctx())
+    fake19.fail_method("sale.order", "action_confirm", UserError("not now"))
+    with pytest.raises(PermanentError):
+        connector.push(quotation, ctx())
+    connector.push(cancelled_first, ctx())
+    for order in (invoiced, quotation, cancelled_first):
+        connector.discard(order, ctx())
+    assert fake19.orders("W-2") == [] and fake19.orders("W-3") == []  # deleted
+    so = booked(fake19, invoiced)   # posted entries stay in Odoo, net zero
+    assert so["state"] == "cancel"
+    moves = fake19.moves(so["id"])
+    assert sorted((m["move_type"], m["state"]) for m in moves) == [
+        ("out_invoice", "posted"), ("out_refund", "posted")]
+    assert {m["payment_state"] for m in moves} == {"reversed", "paid"}
+    connector.discard(invoiced, ctx())  # again: nothing left to do
+    assert len(fake19.moves(so["id"])) == 2
