@@ -7,8 +7,11 @@ Protocols (config `protocol`), all documented by Odoo:
   hosts several databases) and a JSON object of *named* arguments plus ``ids`` and ``context``;
   200 with the JSON result, or 4xx/5xx with ``{name, message, arguments, context, debug}``
   (UserError 422, AccessError/AccessDenied 403, MissingError 404, LockError 409, a bad API key
-  401 ``werkzeug.exceptions.Unauthorized``). Each call is its own transaction.
-  https://www.odoo.com/documentation/19.0/developer/reference/external_api.html
+  401 ``werkzeug.exceptions.Unauthorized``). Each call is its own transaction. Answers Odoo
+  routes elsewhere are HTML pages (a path under /odoo: 400 "Session expired (invalid CSRF
+  token)"; an unknown database: 404 "No database is selected"): the connector names the setting
+  to change. https://www.odoo.com/documentation/19.0/developer/reference/external_api.html
+  Ground truth: tests/fixtures/transcripts/odoo19 (a real Odoo 19.0, JSON-2 and XML-RPC).
 - ``jsonrpc`` / ``xmlrpc`` (Odoo 16-18; deprecated in 19): ``common.authenticate(db, login,
   password-or-API-key, {})`` returns the uid (False when refused), then ``object.execute_kw(db,
   uid, password, model, method, args, kwargs)`` at ``/jsonrpc`` or ``/xmlrpc/2/{common,object}``.
@@ -18,14 +21,20 @@ Protocols (config `protocol`), all documented by Odoo:
   https://www.odoo.com/documentation/17.0/developer/reference/external_api.html
 
 What is booked (one ``sale.order`` per order, found again by ``client_order_ref``):
-- the customer: a broker link, else the partner this connector created for the same channel
-  customer (``ref``), else ``res.partner`` by email (identity.resolve_customer: verified emails
-  only, ambiguity parks), else a new partner with an invoice and a delivery child contact;
+- the customer: a broker link (on an email only when this order's email is verified too),
+  else the partner this connector created for the same channel customer (``ref``), else
+  ``res.partner`` by email (identity.resolve_customer: verified emails only, ambiguity parks),
+  else a new partner with an invoice and a delivery child contact;
 - one line per order line (``product.product`` by ``default_code``, price_unit, quantity,
   ``discount`` 0 and the taxes set explicitly), a line of the `discount_product` per line
   discount and per order discount (a percentage discount cannot hit an amount to the cent), a
-  line of the `shipping_product` (or the product a shipping mapping names) per shipping line,
-  the order note as a note line;
+  line of the `shipping_product` (or the product a shipping mapping names) per shipping line;
+  a missing shipping/discount/rounding product parks the order (MissingSetting naming the
+  setting), as an order in a currency without a `pricelists` entry does; ``check()`` names them
+  all beforehand;
+- the order note in ``sale.order.note`` (HTML in 19), which Odoo lets change in every state: a
+  note-only change never touches lines or invoices (a posted invoice keeping its old note is
+  reported in ``PushResult.not_applied``);
 - ``action_confirm``; then the invoice through the ``sale.advance.payment.inv`` wizard
   (advance_payment_method "delivered") and ``action_post`` on the ``account.move`` (config
   ``invoice``: post | draft | none; products invoiced on delivered quantities are left to Odoo's
@@ -47,12 +56,22 @@ product; draft lines deleted, confirmed ones set to quantity 0, as Odoo requires
 order changes nothing. A confirmed order is unlocked for the change and locked again. Posted
 invoices cannot be edited in Odoo: with ``invoiced_changes: credit_note`` (default) they are
 reversed by a posted credit note (``account.move.reversal``) and the new version invoiced
-again; with ``refuse`` the update dead-letters, telling the operator what to do by hand.
+again (the reversal wizard names the invoice's journal, which Odoo 19 requires); with
+``refuse`` the update dead-letters, telling the operator what to do by hand.
 
-Cancel: ``action_cancel`` with ``disable_cancel_warning`` (else Odoo answers with the e-mail
-wizard instead of cancelling); Odoo cancels draft invoices itself, but a posted invoice needs a
-credit note: issued as above with ``credit_note``, otherwise a PermanentError says to credit and
-cancel by hand.
+A first version that is already cancelled (deleted before its create, cancelled before the
+webhook, a catch-up) is booked as a cancelled quotation, never confirmed or invoiced
+(``cancelled_before_booking: book_cancelled``), or not at all (``skip``, said in not_applied).
+
+Cancel: ``action_cancel`` with ``disable_cancel_warning`` (16-18 answer with the e-mail wizard
+instead of cancelling without it; 19 cancels at once); Odoo cancels draft invoices itself and
+19 even cancels an order whose invoice is posted, leaving the revenue booked: a posted invoice
+is credited first with ``credit_note``, otherwise a PermanentError says to credit and cancel by
+hand.
+
+Errors: retried or dead-lettered from Odoo's own table (``_RETRY``, ``_REFUSED``...):
+serialization failures, ConcurrencyError and LockError retry (Odoo already retried them 5
+times itself); Odoo's refusals dead-letter with its own words.
 
 Resuming: every call is its own transaction, so a booking can stop half-way (a quotation, a
 confirmed order without its invoice, a draft invoice or credit note). Each step first looks at
@@ -64,8 +83,10 @@ carries the customer's link key in ``ref`` so a lost answer never duplicates it.
 
 Wire details: money goes out as the exact decimal text (JSON numbers, XML-RPC <double>) and
 comes back parsed as Decimal, never through float. Odoo marshals XML-RPC answers with
-allow_none=False, so a method that returns nothing (``action_lock``, ``button_cancel``) has
-committed when its answer fails with "cannot marshal None" (odoo#19889): that is success.
+allow_none=False, so a method that returns nothing (``action_lock``, ``button_cancel``) or an
+action holding a None (``create_invoices``) has committed when its answer fails with "cannot
+marshal None" (odoo#19889, transcripts 5c/6a/6e): that is success, and the connector reads the
+state on.
 """
 
 from __future__ import annotations
