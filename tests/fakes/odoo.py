@@ -68,6 +68,7 @@ Business (Odoo 19 [T] unless said; 16-18 from their source):
   ``disable_cancel_warning``, sale_order.py of those versions), action_draft, action_lock/unlock
   (17+; 16: action_done/action_unlock with state "done"), unlink only of draft/cancel.
 - sale.order.line: ``tax_ids`` in 19 (``tax_id`` is then a ValueError) [T], ``tax_id`` up to 18;
+  a tax of another company is refused ("Uh-oh! You've got some company inconsistencies") [L];
   writing the quantity without the price re-prices a line whose price was not set by hand since
   (technical_price_unit, sale_order_line.py ``_compute_price_unit``) [T]; confirmed product
   lines cannot be deleted (message with its newline and 16 spaces) [T]; a locked order's
@@ -1273,6 +1274,8 @@ class FakeOdoo(FakeVendor):
             self._assign(model, rec, plain)
             if model == "sale.order.line":
                 self._reprice(rec, vals)
+                if self.taxfield in vals:
+                    self._check_line_company(rec)
             for key, commands in vals.items():
                 if self._kind(model, key) == "one2many":
                     self._x2many(model, rec, key, commands, ctx)
@@ -1482,6 +1485,7 @@ class FakeOdoo(FakeVendor):
                 rec["pricelist_id"] = partner.get("property_product_pricelist") or False
         elif model == "sale.order.line":
             rec["technical_price_unit"] = rec.get("price_unit") or Decimal(0)
+            self._check_line_company(rec)
             if rec.get("display_type"):
                 rec["product_uom_qty"] = Decimal(0)
                 if rec.get("product_id") or rec.get("price_unit"):
@@ -1501,6 +1505,24 @@ class FakeOdoo(FakeVendor):
                     raise UserError("Journal should be the same type as the reversed entry.")
         elif model == "account.payment.register":
             self._register_defaults(rec, vals)
+
+    def _check_line_company(self, rec: dict[str, Any]) -> None:
+        """check_company: a tax of another company on the line is refused [L]."""
+        order = self.records["sale.order"].get(rec.get("order_id") or 0)
+        if not order:
+            return
+        foreign = [self.records["account.tax"][t] for t in rec.get(self.taxfield) or []
+                   if self.records["account.tax"][t].get("company_id") not in (
+                       False, order.get("company_id"))]
+        if foreign:
+            company = self.records["res.company"][order["company_id"]]["name"]
+            partner = self.records["res.partner"][order["partner_id"]]["name"]
+            names = ", ".join(t["name"] for t in foreign)
+            raise UserError(
+                "Uh-oh! You\u2019ve got some company inconsistencies here:\n- \u201c"
+                f"{order['name']} - {rec.get('name')} ({partner})\u201d belongs to company "
+                f"\u201c{company}\u201d while \u201cTaxes\u201d ({self.taxfield}: '{names}') "
+                "belongs to another company.\nTo avoid a mess, no company crossover is allowed!")
 
     def _after_create(self, model: str, rec: dict[str, Any], ctx: Mapping[str, Any]) -> None:
         pass

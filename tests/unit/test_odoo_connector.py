@@ -1089,3 +1089,12 @@ def test_discard_removes_what_odoo_lets_go(fake19: FakeOdoo, connect: Make) -> N
     assert {m["payment_state"] for m in moves} == {"reversed", "paid"}
     connector.discard(invoiced, ctx())  # again: nothing left to do
     assert len(fake19.moves(so["id"])) == 2
+
+
+def test_a_tax_of_another_company_is_never_chosen(connect: Make) -> None:
+    """Live Odoo 19's demo admin sees company 2's taxes too; Odoo refuses them on the order."""
+    with FakeOdoo(version=19, data="recorded") as fake:
+        order = make_order(lines=[("SKU-001", "1", "12.50", None, "0.0575")], shipping=None)
+        with pytest.raises(MissingMapping, match=r"no active 5\.75% sale tax") as caught:
+            connect(fake).push(order, ctx())
+        assert caught.value.key == "IL State Tax" and fake.orders() == []

@@ -496,3 +496,52 @@ def test_fake_answers_the_recorded_exchange_as_odoo_19_did(
 def test_every_recorded_exchange_was_replayed(replay: dict[str, list[str]]) -> None:
     assert len(JSON2) == len(XMLRPC) == 206
     assert set(replay) == {ex.label for ex in JSON2 + XMLRPC}
+
+
+# --- what a live Odoo 19 answered where the transcripts are silent (checked under /tmp) -------
+def json2_call(fake: FakeOdoo, path: str, body: dict[str, Any]) -> tuple[int, str, Any]:
+    status, headers, data = http(fake, "POST", path, json.dumps(body).encode(), {
+        "Content-Type": "application/json", "Authorization": f"bearer {API_KEY}"})
+    kind = headers.get("content-type", "").split(";")[0]
+    return status, kind, json.loads(data) if kind == "application/json" else data.decode()
+
+
+def test_fake_routes_paths_as_the_live_odoo_19_did() -> None:
+    with FakeOdoo(version=19, data="recorded") as fake:
+        for path in ("/web/json/2/res.users/context_get", "/fobo/json/2/res.users/context_get",
+                     "/xmlrpc/2/json/2/res.users/context_get"):
+            status, kind, _ = json2_call(fake, path, {})
+            assert (status, kind) == (404, "text/html"), path   # Odoo's 404 web page
+        status, kind, body = json2_call(fake, "/json/2/json/2/res.users/context_get", {})
+        assert (status, body["message"]) == (404, "Did you mean POST /json/2/<model>/<method>?")
+        status, kind, body = json2_call(fake, "/json/2/res.users/context_get/", {})
+        assert status == 200 and body["uid"] == fake.uid
+        status, kind, body = json2_call(fake, "/odoo/xmlrpc/2/common", {})
+        assert (status, kind) == (400, "text/html") and "invalid CSRF token" in body
+
+
+def test_fake_keeps_notes_and_company_rules_as_the_live_odoo_19_did() -> None:
+    with FakeOdoo(version=19, data="recorded", auto_lock=True) as fake:
+        partner = fake.add_partner("Probe", "probe@example.com")
+        product, foreign_tax = fake.refs["product.SKU-001"], fake.refs["tax.5.75"]
+        status, _, body = json2_call(fake, "/json/2/sale.order/create", {"vals_list": {
+            "partner_id": partner, "order_line": [[0, 0, {
+                "product_id": product, "product_uom_qty": 1, "tax_ids": [[6, 0, [foreign_tax]]]}]]}})
+        assert status == 422 and "no company crossover is allowed" in body["message"]
+        assert "\u201cTaxes\u201d (tax_ids: '5.75%') belongs to another company" in body["message"]
+        status, _, [so] = json2_call(fake, "/json/2/sale.order/create", {"vals_list": {
+            "partner_id": partner, "note": "plain text\nsecond line & more",
+            "order_line": [[0, 0, {"product_id": product, "product_uom_qty": 1}]]}})
+        read = json2_call(fake, "/json/2/sale.order/read", {"ids": [so], "fields": ["note"]})[2]
+        assert read[0]["note"] == "<p>plain text\nsecond line &amp; more</p>"
+        json2_call(fake, "/json/2/sale.order/action_confirm", {"ids": [so]})  # auto-locked
+        for note in ("<p>locked note</p>", False):
+            assert json2_call(fake, "/json/2/sale.order/write", {
+                "ids": [so], "vals": {"note": note}})[0] == 200
+        json2_call(fake, "/json/2/sale.order/action_unlock", {"ids": [so]})
+        json2_call(fake, "/json/2/sale.order/action_cancel", {"ids": [so]})
+        assert json2_call(fake, "/json/2/sale.order/write", {
+            "ids": [so], "vals": {"note": "cancelled note"}})[0] == 200
+        read = json2_call(fake, "/json/2/sale.order/read", {"ids": [so],
+                                                             "fields": ["note", "state"]})[2]
+        assert read[0] == {"id": so, "note": "<p>cancelled note</p>", "state": "cancel"}
