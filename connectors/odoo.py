@@ -562,7 +562,9 @@ class OdooConnector(Connector):
     def push(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
         """Make Odoo hold this order version: create, or update in place; confirm; invoice.
 
-        Raises: TransientError, PermanentError, MissingMapping, IdentityReview.
+        A version that is cancelled cancels the booking, or books a cancelled quotation when
+        nothing was booked yet (`cancelled_before_booking`).
+        Raises: TransientError, PermanentError, MissingMapping, MissingSetting, IdentityReview.
         """
         if ctx.action == "cancel":
             return self.cancel(order, ctx)
@@ -610,25 +612,32 @@ class OdooConnector(Connector):
                 f"{self._ref(order)!r} is in Odoo (booked as {ctx.reference or 'unknown'}); check "
                 "Odoo and cancel by hand if it is there under another reference")
         if so["state"] != "cancel":
-            moves = self._moves(so)
-            posted = self._open_invoices(moves)
+            posted = self._open_invoices(self._moves(so))
             if posted and self.settings["invoiced_changes"] == "refuse":
                 raise PermanentError(
                     f"{so['name']} ({_label(order)}) has posted invoice(s) "
-                    f"{', '.join(m['name'] for m in posted)}: Odoo cancels an invoiced order only "
-                    f"after a credit note; add a credit note in Odoo, then cancel {so['name']} by "
-                    "hand (or set invoiced_changes: credit_note on the connector and replay)")
-            if posted:
-                self._credit(so, posted, f"{_label(order)} cancelled in the channel")
-            if self._locked(so):
-                self._call(f"unlock {so['name']}", "sale.order", "action_unlock", [so["id"]])
-            self._call(f"cancel {so['name']}", "sale.order", "action_cancel", [so["id"]],
-                       context={"disable_cancel_warning": True})
-            so = self._read_order(so["id"])
-            if so["state"] != "cancel":
-                raise PermanentError(f"Odoo did not cancel {so['name']} (state {so['state']}); "
-                                     "cancel it by hand")
+                    f"{', '.join(m['name'] for m in posted)}: cancelling the order in Odoo would "
+                    "leave their revenue booked; add a credit note in Odoo, then cancel "
+                    f"{so['name']} by hand (or set invoiced_changes: credit_note on the connector "
+                    "and replay)")
+            so = self._cancel_booked(so, order, f"{_label(order)} cancelled in the channel")
         return self._result(so, created=False)
+
+    def _cancel_booked(self, so: Mapping[str, Any], order: Mapping[str, Any], reason: str
+                       ) -> dict[str, Any]:
+        """Credit the posted invoices, unlock, action_cancel (Odoo cancels draft invoices)."""
+        posted = self._open_invoices(self._moves(so))
+        if posted:
+            self._credit(so, posted, reason)
+        if self._locked(so):
+            self._call(f"unlock {so['name']}", "sale.order", "action_unlock", [so["id"]])
+        self._call(f"cancel {so['name']}", "sale.order", "action_cancel", [so["id"]],
+                   context={"disable_cancel_warning": True})
+        done = self._read_order(so["id"])
+        if done["state"] != "cancel":
+            raise PermanentError(f"Odoo did not cancel {done['name']} of {_label(order)} (state "
+                                 f"{done['state']}); cancel it by hand")
+        return done
 
     def _book_cancelled(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
         """A first version that is already cancelled: a cancelled quotation, or nothing.
@@ -645,12 +654,7 @@ class OdooConnector(Connector):
         wants = self._plan(order, ctx)
         partner, invoice_to, ship_to, links = self._customer(order, ctx)
         so = self._create_order(order, partner, invoice_to, ship_to, wants)
-        self._call(f"cancel quotation {so['name']}", "sale.order", "action_cancel", [so["id"]],
-                   context={"disable_cancel_warning": True})
-        so = self._read_order(so["id"])
-        if so["state"] != "cancel":
-            raise PermanentError(f"Odoo did not cancel quotation {so['name']} of {_label(order)} "
-                                 f"(state {so['state']}); cancel it by hand")
+        so = self._cancel_booked(so, order, f"{_label(order)} cancelled before booking")
         return self._result(so, created=True, links=links)
 
     def lookup(self, order: Mapping[str, Any]) -> str | None:
@@ -679,14 +683,7 @@ class OdooConnector(Connector):
                           fields=self._order_fields(), order="id asc")
         for so in rows:
             if so["state"] not in ("draft", "sent", "cancel"):
-                posted = self._open_invoices(self._moves(so))
-                if posted:
-                    self._credit(so, posted, f"{_label(order)} discarded")
-                if self._locked(so):
-                    self._call(f"unlock {so['name']}", "sale.order", "action_unlock", [so["id"]])
-                self._call(f"cancel {so['name']}", "sale.order", "action_cancel", [so["id"]],
-                           context={"disable_cancel_warning": True})
-                so = self._read_order(so["id"])
+                so = self._cancel_booked(so, order, f"{_label(order)} discarded")
             if so["state"] in ("draft", "sent") or (so["state"] == "cancel" and
                                                      not so.get("invoice_ids")):
                 self._call(f"delete {so['name']}", "sale.order", "unlink", [so["id"]])
