@@ -1560,7 +1560,10 @@ def _origin(url: str) -> str:
 
 
 def _snippet(data: bytes) -> str:
-    text = re.sub(r"<[^>]+>", " ", data[:2000].decode("utf-8", "replace"))
+    """A few words of an answer that is not the API's (an HTML page: its text, no scripts)."""
+    text = data[:20000].decode("utf-8", "replace")
+    text = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", text)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
     return " ".join(text.split())[:300] or "(empty body)"
 
 

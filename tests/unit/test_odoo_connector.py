@@ -1098,3 +1098,19 @@ def test_a_tax_of_another_company_is_never_chosen(connect: Make) -> None:
         with pytest.raises(MissingMapping, match=r"no active 5\.75% sale tax") as caught:
             connect(fake).push(order, ctx())
         assert caught.value.key == "IL State Tax" and fake.orders() == []
+
+
+def test_a_web_page_answer_is_quoted_by_its_text_not_its_scripts(connect: Make) -> None:
+    class Website(FakeVendor):   # the shape of Odoo's website 404 page (live Odoo 19)
+        def routes(self) -> None:
+            self.app.add_url_rule("/<path:rest>", "page", lambda rest: Response(
+                "<!DOCTYPE html><html><head><title>Odoo</title><script>var odoo = {csrf_token: "
+                "\"158ce9c8\"};</script></head><body><h1>Error 404</h1><p>We couldn't find the "
+                "page you&#39;re looking for!</p></body></html>", status=404,
+                mimetype="text/html"), methods=["POST"])
+
+    with Website() as site, pytest.raises(PermanentError) as caught:
+        connect(url=site.url + "/erp", protocol="json2").check()
+    text = str(caught.value)
+    assert "Odoo Error 404 We couldn't find the page you're looking for!" in text
+    assert "csrf_token" not in text and "there is no json2 API at" in text
