@@ -35,6 +35,12 @@ def customer_keys(order: Mapping[str, Any], anchors: Sequence[str] = ANCHORS) ->
     return keys
 
 
+def trusted_keys(order: Mapping[str, Any], anchors: Sequence[str] = ANCHORS) -> list[str]:
+    """The anchors that may select a linked customer: an unverified email proves nothing."""
+    verified = bool((order.get("customer") or {}).get("email_verified"))
+    return [k for k in customer_keys(order, anchors) if verified or not k.startswith("email:")]
+
+
 def resolve_customer(order: Mapping[str, Any], ctx: PushContext, *,
                      anchors: Sequence[str] = ANCHORS,
                      search_by_email: Callable[[str], list[str]] | None = None) -> str | None:
@@ -46,9 +52,7 @@ def resolve_customer(order: Mapping[str, Any], ctx: PushContext, *,
     """
     keys = customer_keys(order, anchors)
     customer = order.get("customer") or {}
-    for key in keys:
-        if key.startswith("email:") and not customer.get("email_verified"):
-            continue  # an unverified email proves nothing, even if it once matched
+    for key in trusted_keys(order, anchors):  # never an unverified email, even if it once matched
         if key in ctx.links.customer:
             return ctx.links.customer[key]
     email = (customer.get("email") or "").strip().lower()

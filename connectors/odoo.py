@@ -7,8 +7,11 @@ Protocols (config `protocol`), all documented by Odoo:
   hosts several databases) and a JSON object of *named* arguments plus ``ids`` and ``context``;
   200 with the JSON result, or 4xx/5xx with ``{name, message, arguments, context, debug}``
   (UserError 422, AccessError/AccessDenied 403, MissingError 404, LockError 409, a bad API key
-  401 ``werkzeug.exceptions.Unauthorized``). Each call is its own transaction.
-  https://www.odoo.com/documentation/19.0/developer/reference/external_api.html
+  401 ``werkzeug.exceptions.Unauthorized``). Each call is its own transaction. Answers Odoo
+  routes elsewhere are HTML pages (a path under /odoo: 400 "Session expired (invalid CSRF
+  token)"; an unknown database: 404 "No database is selected"): the connector names the setting
+  to change. https://www.odoo.com/documentation/19.0/developer/reference/external_api.html
+  Ground truth: tests/fixtures/transcripts/odoo19 (a real Odoo 19.0, JSON-2 and XML-RPC).
 - ``jsonrpc`` / ``xmlrpc`` (Odoo 16-18; deprecated in 19): ``common.authenticate(db, login,
   password-or-API-key, {})`` returns the uid (False when refused), then ``object.execute_kw(db,
   uid, password, model, method, args, kwargs)`` at ``/jsonrpc`` or ``/xmlrpc/2/{common,object}``.
@@ -18,14 +21,20 @@ Protocols (config `protocol`), all documented by Odoo:
   https://www.odoo.com/documentation/17.0/developer/reference/external_api.html
 
 What is booked (one ``sale.order`` per order, found again by ``client_order_ref``):
-- the customer: a broker link, else the partner this connector created for the same channel
-  customer (``ref``), else ``res.partner`` by email (identity.resolve_customer: verified emails
-  only, ambiguity parks), else a new partner with an invoice and a delivery child contact;
+- the customer: a broker link (on an email only when this order's email is verified too),
+  else the partner this connector created for the same channel customer (``ref``), else
+  ``res.partner`` by email (identity.resolve_customer: verified emails only, ambiguity parks),
+  else a new partner with an invoice and a delivery child contact;
 - one line per order line (``product.product`` by ``default_code``, price_unit, quantity,
   ``discount`` 0 and the taxes set explicitly), a line of the `discount_product` per line
   discount and per order discount (a percentage discount cannot hit an amount to the cent), a
-  line of the `shipping_product` (or the product a shipping mapping names) per shipping line,
-  the order note as a note line;
+  line of the `shipping_product` (or the product a shipping mapping names) per shipping line;
+  a missing shipping/discount/rounding product parks the order (MissingSetting naming the
+  setting), as an order in a currency without a `pricelists` entry does; ``check()`` names them
+  all beforehand;
+- the order note in ``sale.order.note`` (HTML in 19), which Odoo lets change in every state: a
+  note-only change never touches lines or invoices (a posted invoice keeping its old note is
+  reported in ``PushResult.not_applied``);
 - ``action_confirm``; then the invoice through the ``sale.advance.payment.inv`` wizard
   (advance_payment_method "delivered") and ``action_post`` on the ``account.move`` (config
   ``invoice``: post | draft | none; products invoiced on delivered quantities are left to Odoo's
@@ -47,12 +56,22 @@ product; draft lines deleted, confirmed ones set to quantity 0, as Odoo requires
 order changes nothing. A confirmed order is unlocked for the change and locked again. Posted
 invoices cannot be edited in Odoo: with ``invoiced_changes: credit_note`` (default) they are
 reversed by a posted credit note (``account.move.reversal``) and the new version invoiced
-again; with ``refuse`` the update dead-letters, telling the operator what to do by hand.
+again (the reversal wizard names the invoice's journal, which Odoo 19 requires); with
+``refuse`` the update dead-letters, telling the operator what to do by hand.
 
-Cancel: ``action_cancel`` with ``disable_cancel_warning`` (else Odoo answers with the e-mail
-wizard instead of cancelling); Odoo cancels draft invoices itself, but a posted invoice needs a
-credit note: issued as above with ``credit_note``, otherwise a PermanentError says to credit and
-cancel by hand.
+A first version that is already cancelled (deleted before its create, cancelled before the
+webhook, a catch-up) is booked as a cancelled quotation, never confirmed or invoiced
+(``cancelled_before_booking: book_cancelled``), or not at all (``skip``, said in not_applied).
+
+Cancel: ``action_cancel`` with ``disable_cancel_warning`` (16-18 answer with the e-mail wizard
+instead of cancelling without it; 19 cancels at once); Odoo cancels draft invoices itself and
+19 even cancels an order whose invoice is posted, leaving the revenue booked: a posted invoice
+is credited first with ``credit_note``, otherwise a PermanentError says to credit and cancel by
+hand.
+
+Errors: retried or dead-lettered from Odoo's own table (``_RETRY``, ``_REFUSED``...):
+serialization failures, ConcurrencyError and LockError retry (Odoo already retried them 5
+times itself); Odoo's refusals dead-letter with its own words.
 
 Resuming: every call is its own transaction, so a booking can stop half-way (a quotation, a
 confirmed order without its invoice, a draft invoice or credit note). Each step first looks at
@@ -64,12 +83,15 @@ carries the customer's link key in ``ref`` so a lost answer never duplicates it.
 
 Wire details: money goes out as the exact decimal text (JSON numbers, XML-RPC <double>) and
 comes back parsed as Decimal, never through float. Odoo marshals XML-RPC answers with
-allow_none=False, so a method that returns nothing (``action_lock``, ``button_cancel``) has
-committed when its answer fails with "cannot marshal None" (odoo#19889): that is success.
+allow_none=False, so a method that returns nothing (``action_lock``, ``button_cancel``) or an
+action holding a None (``create_invoices``) has committed when its answer fails with "cannot
+marshal None" (odoo#19889, transcripts 5c/6a/6e): that is success, and the connector reads the
+state on.
 """
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import logging
@@ -77,7 +99,7 @@ import re
 import threading
 import xmlrpc.client
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -92,6 +114,7 @@ from connectors.errors import (
     ConnectorError,
     IdentityReview,
     MissingMapping,
+    MissingSetting,
     PermanentError,
     TransientError,
 )
@@ -102,6 +125,7 @@ from connectors.identity import (
     mapped,
     resolve_customer,
     resolve_products,
+    trusted_keys,
 )
 from connectors.wire import exact_json, network_reason, pool, retry_after
 
@@ -110,15 +134,29 @@ PROTOCOLS = ("json2", "jsonrpc", "xmlrpc")
 ADJUSTMENT = "Rounding difference (channel vs. Odoo tax computation)"
 REFERENCE_FIELDS = ("external_id", "channel", "number")
 _ORDER_FIELDS = ["name", "state", "client_order_ref", "amount_total", "amount_tax",
-                 "currency_id", "invoice_ids", "invoice_status", "order_line"]
+                 "currency_id", "invoice_ids", "invoice_status", "order_line", "note"]
 _LINE_FIELDS = ["product_id", "name", "product_uom_qty", "price_unit", "discount",
                 "display_type", "price_subtotal", "sequence"]
-_MOVE_FIELDS = ["name", "state", "move_type", "reversed_entry_id", "amount_total"]
-_TRANSIENT = {"LockError", "ConcurrencyError", "SerializationFailure", "TransactionRollbackError",
-              "LockNotAvailable", "InterfaceError", "PoolError", "ServiceUnavailable",
-              "TooManyRequests", "BadGateway", "GatewayTimeout", "RequestTimeout"}
-_PERMANENT = {"UserError", "ValidationError", "MissingError", "RedirectWarning", "ValueError",
-              "KeyError", "TypeError", "AttributeError", "UnprocessableEntity", "BadRequest"}
+_MOVE_FIELDS = ["name", "state", "move_type", "reversed_entry_id", "amount_total", "journal_id"]
+# Odoo's error table: odoo/exceptions.py (UserError family 422, MissingError 404, AccessError
+# 403, LockError 409), Json2Dispatcher.handle_error (werkzeug codes, else 500),
+# addons/rpc/controllers/xmlrpc.py (faults 2/3/4/1) and service/model.py ``retrying`` (Odoo
+# retries serialization failures 5 times itself, then they surface as 500 / fault 1), as
+# recorded from Odoo 19 (tests/fixtures/transcripts/odoo19, README "Error body shapes").
+_RETRY = {"LockError", "ConcurrencyError", "SerializationFailure", "LockNotAvailable",
+          "DeadlockDetected", "TransactionRollbackError", "InterfaceError", "OperationalError",
+          "PoolError", "ServiceUnavailable", "TooManyRequests", "BadGateway", "GatewayTimeout",
+          "RequestTimeout"}
+# a LockError over XML-RPC is a plain fault 2: only its words tell it from a UserError
+_RETRY_WORDS = ("Cannot grab a lock on records", "could not be locked",
+                "could not serialize access", "deadlock detected")
+_CREDENTIALS = {"AccessDenied", "Unauthorized"}
+_RIGHTS = {"AccessError", "Forbidden"}
+_REFUSED = {"UserError", "ValidationError", "MissingError", "RedirectWarning"}
+_BAD_CALL = {"ValueError", "TypeError", "KeyError", "AttributeError", "IndexError",
+             "NotImplementedError", "UnprocessableEntity", "BadRequest", "UnsupportedMediaType",
+             "MethodNotAllowed"}
+_PRODUCT_SETTINGS = ("shipping_product", "discount_product", "rounding_product")
 _DATA_METHODS = {"search", "search_read", "search_count", "read", "create", "fields_get",
                  "context_get"}
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 502, 503, 504})
@@ -128,6 +166,11 @@ _EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Denied|Warning|Fail
 log = logging.getLogger(__name__)
 
 
+# Paths people copy from the browser or from API docs: the connector adds the API path itself,
+# and Odoo routes /odoo/... to its web client, whose CSRF check answers 400 "Session expired"
+_UI_PATHS = re.compile(r"/(odoo|web|json/2|json|jsonrpc|xmlrpc/2|xmlrpc)(/.*)?$", re.IGNORECASE)
+
+
 def _is_url(value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -135,7 +178,20 @@ def _is_url(value: str) -> None:
     if "@" in parts.netloc:
         raise ValidationError("put credentials in username / api_key, not in the URL")
     if parts.query or parts.fragment:
-        raise ValidationError("give the server address only, without query or fragment")
+        raise ValidationError("give the server address only, without query or fragment "
+                              "(the database goes in database)")
+    found = _UI_PATHS.search(parts.path.rstrip("/"))
+    if found:
+        root = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')[:found.start()]}"
+        raise ValidationError(
+            f"remove '{found.group(0)}' from the URL: give the address Odoo answers at, "
+            f"{root} (the connector adds the API path itself; Odoo sends /odoo and /web to its "
+            "web client, which refuses API calls with 'Session expired (invalid CSRF token)')")
+
+
+def _path_names_database(url: str, database: str | None) -> bool:
+    segments = [s for s in urlsplit(url).path.split("/") if s]
+    return bool(database and segments and segments[-1] == database)
 
 
 def _reference_format(value: str) -> None:
@@ -164,13 +220,32 @@ class OdooConfig(ConfigSchema):
     reference_format = fields.String(load_default="{external_id}", validate=_reference_format)
     shipping_product = fields.String(load_default="SHIPPING", validate=validate.Length(min=1))
     discount_product = fields.String(load_default="DISCOUNT", validate=validate.Length(min=1))
+    # the untaxed line that books a rounding difference; empty: the discount product
+    rounding_product = fields.String(load_default=None, allow_none=True,
+                                     validate=validate.Length(min=1))
     invoice = fields.String(load_default="post", validate=validate.OneOf(["post", "draft", "none"]))
     invoiced_changes = fields.String(load_default="credit_note",
                                      validate=validate.OneOf(["credit_note", "refuse"]))
+    # an order whose first version the broker sees is already cancelled (deleted before its
+    # create arrived, cancelled before the webhook, a catch-up): a cancelled quotation (never
+    # confirmed, never invoiced) so Odoo knows it, or nothing at all
+    cancelled_before_booking = fields.String(load_default="book_cancelled",
+                                             validate=validate.OneOf(["book_cancelled", "skip"]))
     pricelists = fields.Dict(keys=fields.String(validate=validate.Regexp(
                                  r"^[A-Z]{3}$", error="an ISO 4217 currency code, e.g. EUR")),
                              values=fields.Integer(strict=True, validate=validate.Range(min=1)),
                              load_default=dict)
+
+    @validates_schema
+    def _database_not_in_url(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if _path_names_database(data.get("url") or "", data.get("database")):
+            parts = urlsplit(data["url"])
+            root = f"{parts.scheme}://{parts.netloc}" + "/".join(
+                parts.path.rstrip("/").split("/")[:-1])
+            raise ValidationError({"url": [
+                f"the URL ends with the database name '{data['database']}': Odoo does not take "
+                f"the database in the path; set url to {root} and keep database "
+                f"'{data['database']}'"]})
 
     @validates_schema
     def _protocol_needs(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -189,9 +264,10 @@ class _Fault(Exception):
     """An error answer: Odoo's exception class name, its message, the HTTP status if any."""
 
     def __init__(self, name: str, message: str, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, *, page: bool = False) -> None:
         super().__init__(message)
         self.name, self.message, self.status, self.retry_after = name, message, status, retry_after
+        self.page = page  # an HTML page: Odoo routed the request before its API saw it
 
 
 class _Marshaller(xmlrpc.client.Marshaller):
@@ -311,7 +387,8 @@ class _Client:
         except ValueError:
             error = None
         if not isinstance(error, dict):
-            raise _Fault("", _snippet(data), status, _retry_after(answer_headers))
+            raise _Fault("", _snippet(data), status, _retry_after(answer_headers),
+                         page=_is_page(answer_headers))
         raise _Fault(str(error.get("name") or ""), str(error.get("message") or _snippet(data)),
                      status, _retry_after(answer_headers))
 
@@ -322,7 +399,8 @@ class _Client:
             status, headers, data = self._post("/jsonrpc", exact_json(body).encode(),
                                                {"Content-Type": "application/json"})
             if status != 200:
-                raise _Fault("", _snippet(data), status, _retry_after(headers))
+                raise _Fault("", _snippet(data), status, _retry_after(headers),
+                             page=_is_page(headers))
             answer = self._loads(data)
             if not isinstance(answer, dict):
                 raise _Fault("BadAnswer", f"not a JSON-RPC answer: {_snippet(data)}", status)
@@ -338,7 +416,8 @@ class _Client:
         status, headers, data = self._post(f"/xmlrpc/2/{service}", body,
                                            {"Content-Type": "text/xml"})
         if status != 200:
-            raise _Fault("", _snippet(data), status, _retry_after(headers))
+            raise _Fault("", _snippet(data), status, _retry_after(headers),
+                         page=_is_page(headers))
         unmarshaller = _Unmarshaller(use_builtin_types=True)
         parser = xmlrpc.client.ExpatParser(unmarshaller)
         try:
@@ -399,7 +478,7 @@ def _from_fault(fault: xmlrpc.client.Fault) -> _Fault:
 class _Want:
     """One sale order line the order needs: its kind and the values to write."""
 
-    kind: str  # product | discount | shipping | note
+    kind: str  # product | discount | shipping
     vals: dict[str, Any]
 
 
@@ -414,6 +493,17 @@ class OdooConnector(Connector):
     kind = "odoo"
     title = "Odoo (sale orders and invoices)"
     Config = OdooConfig
+    # Posting waits on a lock of the journal's last number (account/models/sequence_mixin.py
+    # _locked_increment), so invoices of one company are numbered one push at a time whatever
+    # runs beside; a second push overlaps its reads and writes with the first's posting. More
+    # only queue in Odoo, or spend Odoo's 5 serialization retries, and widen the window in
+    # which two orders of one new customer could both create the partner (found by ref).
+    max_in_flight = 2
+    # Worst case measured against the fake (tests/unit/test_odoo_connector.py
+    # test_calls_per_push_covers_the_worst_case): 32 requests to update an invoiced, locked
+    # order (unlock, credit note, lines, rounding line, relock, new invoice), 29 to book a new
+    # one; one more per further distinct tax rate, products are found in one request.
+    calls_per_push = 40
 
     def __init__(self, config: Mapping[str, Any], *, name: str = "") -> None:
         super().__init__(config, name=name)
@@ -430,9 +520,12 @@ class OdooConnector(Connector):
 
     # --- the contract --------------------------------------------------------------------
     def check(self) -> None:
-        """Sign in and read sale orders (proves the Sales app and the user's rights).
+        """Sign in, read sale orders and invoices, and verify every setting an order may need.
 
-        Raises: TransientError if unreachable, PermanentError for credentials, database, rights.
+        The shipping, discount and rounding products, the pricelists and the company: an order
+        that needs a missing one parks (MissingSetting), so check says so before any order does.
+        Raises: TransientError if unreachable, PermanentError for credentials, database, rights
+        and each missing setting (all of them, each with what to put in it).
         """
         if self.settings["protocol"] == "json2":
             self._call("sign in", "res.users", "context_get")
@@ -440,15 +533,46 @@ class OdooConnector(Connector):
             self._version()
             self._guard("sign in", self.client.uid)
         self._call("read sale orders", "sale.order", "search_count", domain=[["id", "=", 0]])
+        if self.settings["invoice"] != "none":
+            self._call("read invoices", "account.move", "search_count", domain=[["id", "=", 0]])
+        problems = [problem for setting in _PRODUCT_SETTINGS
+                    if (problem := self._product_setting_problem(setting))]
+        company, currency = self._company()
+        if self.settings["pricelists"]:
+            ids = sorted(set(self.settings["pricelists"].values()))
+            rows = {r["id"]: r for r in self._call(
+                "read the pricelists", "product.pricelist", "read", ids,
+                fields=["currency_id", "active"])}
+            for code, pricelist in sorted(self.settings["pricelists"].items()):
+                row = rows.get(pricelist)
+                found = row["currency_id"][1] if row and row.get("currency_id") else None
+                if row is None or not row.get("active"):
+                    problems.append(f"pricelists: {code} names pricelist {pricelist}, which is not "
+                                    "an active pricelist in Odoo; put the id of a pricelist in "
+                                    f"{code} there (Sales > Products > Pricelists)")
+                elif found != code:
+                    problems.append(f"pricelists: {code} names pricelist {pricelist}, which is in "
+                                    f"{found}; put the id of a pricelist in {code} there")
+        if problems:
+            raise PermanentError(
+                f"connector '{self.name}' signs in to Odoo at {_origin(self.client.base)} "
+                f"(company {company}, {currency}) but is not ready for every order: "
+                + "; ".join(problems) + "; then save the connector")
 
     def push(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
         """Make Odoo hold this order version: create, or update in place; confirm; invoice.
 
-        Raises: TransientError, PermanentError, MissingMapping, IdentityReview.
+        A version that is cancelled cancels the booking, or books a cancelled quotation when
+        nothing was booked yet (`cancelled_before_booking`).
+        Raises: TransientError, PermanentError, MissingMapping, MissingSetting, IdentityReview.
         """
         if ctx.action == "cancel":
             return self.cancel(order, ctx)
         so = self._find(order)
+        if order.get("status") == "cancelled":
+            if so is not None:  # booked before (its answer lost): this version cancels it
+                return self.cancel(order, ctx)
+            return self._book_cancelled(order, ctx)
         if so is not None and so["state"] == "cancel":
             if ctx.action == "create":  # booked before and cancelled in Odoo since: once is once
                 return self._result(so, created=False)
@@ -467,12 +591,14 @@ class OdooConnector(Connector):
             partner, invoice_to, ship_to, links = self._customer(order, ctx)
             so = self._create_order(order, partner, invoice_to, ship_to, wants)
         self._sync(so, order, wants, ctx)
+        not_applied = self._sync_note(so, order)
         so = self._read_order(so["id"])
         if so["state"] in ("draft", "sent"):
             self._call(f"confirm {so['name']}", "sale.order", "action_confirm", [so["id"]])
             so = self._read_order(so["id"])
         self._invoice(so)
-        return self._result(self._read_order(so["id"]), created=created, links=links)
+        result = self._result(self._read_order(so["id"]), created=created, links=links)
+        return replace(result, not_applied=not_applied) if not_applied else result
 
     def cancel(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
         """Cancel the sale order; posted invoices get a credit note first (or PermanentError).
@@ -486,25 +612,50 @@ class OdooConnector(Connector):
                 f"{self._ref(order)!r} is in Odoo (booked as {ctx.reference or 'unknown'}); check "
                 "Odoo and cancel by hand if it is there under another reference")
         if so["state"] != "cancel":
-            moves = self._moves(so)
-            posted = self._open_invoices(moves)
+            posted = self._open_invoices(self._moves(so))
             if posted and self.settings["invoiced_changes"] == "refuse":
                 raise PermanentError(
                     f"{so['name']} ({_label(order)}) has posted invoice(s) "
-                    f"{', '.join(m['name'] for m in posted)}: Odoo cancels an invoiced order only "
-                    f"after a credit note; add a credit note in Odoo, then cancel {so['name']} by "
-                    "hand (or set invoiced_changes: credit_note on the connector and replay)")
-            if posted:
-                self._credit(so, posted, f"{_label(order)} cancelled in the channel")
-            if self._locked(so):
-                self._call(f"unlock {so['name']}", "sale.order", "action_unlock", [so["id"]])
-            self._call(f"cancel {so['name']}", "sale.order", "action_cancel", [so["id"]],
-                       context={"disable_cancel_warning": True})
-            so = self._read_order(so["id"])
-            if so["state"] != "cancel":
-                raise PermanentError(f"Odoo did not cancel {so['name']} (state {so['state']}); "
-                                     "cancel it by hand")
+                    f"{', '.join(m['name'] for m in posted)}: cancelling the order in Odoo would "
+                    "leave their revenue booked; add a credit note in Odoo, then cancel "
+                    f"{so['name']} by hand (or set invoiced_changes: credit_note on the connector "
+                    "and replay)")
+            so = self._cancel_booked(so, order, f"{_label(order)} cancelled in the channel")
         return self._result(so, created=False)
+
+    def _cancel_booked(self, so: Mapping[str, Any], order: Mapping[str, Any], reason: str
+                       ) -> dict[str, Any]:
+        """Credit the posted invoices, unlock, action_cancel (Odoo cancels draft invoices)."""
+        posted = self._open_invoices(self._moves(so))
+        if posted:
+            self._credit(so, posted, reason)
+        if self._locked(so):
+            self._call(f"unlock {so['name']}", "sale.order", "action_unlock", [so["id"]])
+        self._call(f"cancel {so['name']}", "sale.order", "action_cancel", [so["id"]],
+                   context={"disable_cancel_warning": True})
+        done = self._read_order(so["id"])
+        if done["state"] != "cancel":
+            raise PermanentError(f"Odoo did not cancel {done['name']} of {_label(order)} (state "
+                                 f"{done['state']}); cancel it by hand")
+        return done
+
+    def _book_cancelled(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
+        """A first version that is already cancelled: a cancelled quotation, or nothing.
+
+        Never confirmed and never invoiced, so no revenue is booked for it; the quotation keeps
+        the customer and lines for the record (`cancelled_before_booking: book_cancelled`).
+        """
+        if self.settings["cancelled_before_booking"] == "skip":
+            return PushResult(f"not booked ({_label(order)} was cancelled before it reached Odoo)",
+                              details={"state": "not booked", "created": False},
+                              not_applied=(f"{_label(order)}: cancelled before it was booked; "
+                                           "cancelled_before_booking is skip, so Odoo holds "
+                                           "nothing of it",))
+        wants = self._plan(order, ctx)
+        partner, invoice_to, ship_to, links = self._customer(order, ctx)
+        so = self._create_order(order, partner, invoice_to, ship_to, wants)
+        so = self._cancel_booked(so, order, f"{_label(order)} cancelled before booking")
+        return self._result(so, created=True, links=links)
 
     def lookup(self, order: Mapping[str, Any]) -> str | None:
         """The reference of a complete booking; None when absent or left half-way (push resumes).
@@ -518,6 +669,24 @@ class OdooConnector(Connector):
         if so["state"] != "cancel" and not self._invoiced_enough(so, moves):
             return None
         return self._reference(so, moves)
+
+    def discard(self, order: Mapping[str, Any], ctx: PushContext) -> None:
+        """Remove what push booked, as far as Odoo allows (the kit's scratch runs only).
+
+        Quotations are deleted; confirmed orders are cancelled after their posted invoices are
+        credited (Odoo never deletes a posted entry, so invoice and credit note stay, net
+        zero) and deleted when no invoice ever referred to them. Partners stay: they may be
+        shared. Raises: TransientError, PermanentError.
+        """
+        rows = self._call(f"look up {_label(order)}", "sale.order", "search_read",
+                          domain=[["client_order_ref", "=", self._ref(order)]],
+                          fields=self._order_fields(), order="id asc")
+        for so in rows:
+            if so["state"] not in ("draft", "sent", "cancel"):
+                so = self._cancel_booked(so, order, f"{_label(order)} discarded")
+            if so["state"] in ("draft", "sent") or (so["state"] == "cancel" and
+                                                     not so.get("invoice_ids")):
+                self._call(f"delete {so['name']}", "sale.order", "unlink", [so["id"]])
 
     def close(self) -> None:
         self.client.close()
@@ -559,7 +728,9 @@ class OdooConnector(Connector):
     def _plan(self, order: Mapping[str, Any], ctx: PushContext) -> list[_Want]:
         """The order's lines as Odoo sale order lines, every product and tax resolved."""
         included = bool(order.get("prices_include_tax"))
+        self._check_currency(order)
         taxfield = self._tax_field()
+        self._prefetch_products(order, ctx)
         products = resolve_products(order["lines"], ctx, connector=self.name, find=self._product)
         digits = self._price_digits()
         wants: list[_Want] = []
@@ -580,31 +751,66 @@ class OdooConnector(Connector):
                 product_uom_qty=line["quantity"], price_unit=line["unit_price"],
                 discount=Decimal(0), **{taxfield: [[6, 0, taxes]]})
             if line.get("discount"):  # after the line, with its taxes: as the channel discounted
-                add("discount", product_id=self._special("discount_product", ctx),
+                add("discount", product_id=self._special("discount_product", ctx, order),
                     name=f"Discount on {label}", product_uom_qty=Decimal(1),
                     price_unit=-line["discount"], discount=Decimal(0),
                     **{taxfield: [[6, 0, taxes]]})
         for discount in order.get("discounts") or []:
             if discount["amount"]:
-                add("discount", product_id=self._special("discount_product", ctx),
+                add("discount", product_id=self._special("discount_product", ctx, order),
                     name=f"Discount {discount.get('code') or ''}".strip(),
                     product_uom_qty=Decimal(1), price_unit=-discount["amount"],
                     discount=Decimal(0), **{taxfield: [[6, 0, []]]})
         for shipping in order.get("shipping") or []:
             method = shipping.get("method")
             linked = mapped(ctx, "shipping", method, connector=self.name, default="")
-            product = int(linked) if linked else self._special("shipping_product", ctx)
+            product = int(linked) if linked else self._special("shipping_product", ctx, order)
             taxes = self._taxes(shipping.get("taxes") or [], ctx, included, order)
             add("shipping", product_id=product, name=f"Shipping: {method}" if method else "Shipping",
                 product_uom_qty=Decimal(1), price_unit=shipping["amount"], discount=Decimal(0),
                 **{taxfield: [[6, 0, taxes]]})
-        if order.get("note"):
-            add("note", display_type="line_note", name=order["note"])
         return wants
 
-    def _product(self, code: str) -> str | None:
-        rows = self._call(f"find product {code}", "product.product", "search_read",
+    def _check_currency(self, order: Mapping[str, Any]) -> None:
+        """An order outside the company currency needs a pricelist in its currency."""
+        currency = order["currency"]
+        if currency == self._company()[1] or self.settings["pricelists"].get(currency):
+            return
+        raise MissingSetting(
+            f"missing setting: {_label(order)} is in {currency} but the Odoo company's currency "
+            f"is {self._company()[1]} and pricelists has no {currency} entry; add pricelists: "
+            f"{{{currency}: PRICELIST_ID}} (an active pricelist in {currency}, Sales > Products > "
+            f"Pricelists) to connector '{self.name}' and save it (the order resumes)",
+            key="pricelists")
+
+    def _prefetch_products(self, order: Mapping[str, Any], ctx: PushContext) -> None:
+        """Every product code this order may need, found in one call instead of one per SKU."""
+        for key in [k for k in self._cache if k[0] == "products"]:
+            del self._cache[key]  # answers of an earlier push may be stale
+        codes = {line.get("sku") or line.get("name") for line in order["lines"]}
+        codes |= {self._special_code(s) for s in _PRODUCT_SETTINGS
+                  if ("special", self._special_code(s)) not in self._cache}
+        wanted = sorted(c for c in codes if c and c not in ctx.links.product)
+        if not wanted:
+            return
+        rows = self._call("find the products", "product.product", "search_read",
+                          domain=[["default_code", "in", wanted]], fields=["id", "default_code"])
+        found: dict[str, list[dict[str, Any]]] = {code: [] for code in wanted}
+        for row in rows:
+            found.setdefault(row["default_code"], []).append({"id": row["id"]})
+        for code, hits in found.items():
+            self._cache[("products", code)] = hits
+
+    def _product_rows(self, code: str) -> list[dict[str, Any]]:
+        """Products with this Internal Reference (from the prefetch, else asked for)."""
+        cached = self._cache.pop(("products", code), None)
+        if cached is not None:
+            return cached
+        return self._call(f"find product {code}", "product.product", "search_read",
                           domain=[["default_code", "=", code]], fields=["id"], limit=3)
+
+    def _product(self, code: str) -> str | None:
+        rows = self._product_rows(code)
         if len(rows) > 1:
             raise MissingMapping(
                 f"missing mapping: SKU {code} matches {len(rows)} products in {self.name} "
@@ -612,14 +818,46 @@ class OdooConnector(Connector):
                 f"mappings add {self.name} product {code} PRODUCT_ID`", kind="product", key=code)
         return str(rows[0]["id"]) if rows else None
 
-    def _special(self, setting: str, ctx: PushContext) -> int:
-        """The discount or shipping product: a product link on its code, else by default_code."""
-        code = self.settings[setting]
+    def _special_code(self, setting: str) -> str:
+        if setting == "rounding_product":
+            return self.settings["rounding_product"] or self.settings["discount_product"]
+        return self.settings[setting]
+
+    def _special(self, setting: str, ctx: PushContext, order: Mapping[str, Any]) -> int:
+        """The shipping, discount or rounding product: a product link on its code, else by code.
+
+        Needed only by an order that has such a line; when it is missing the order parks with
+        MissingSetting naming the setting (saving the connector resumes it).
+        """
+        code = self._special_code(setting)
+        if code in ctx.links.product:
+            return int(ctx.links.product[code])
         key = ("special", code)
-        if key not in self._cache or code in ctx.links.product:
-            found = resolve_products([{"sku": code}], ctx, connector=self.name, find=self._product)
-            self._cache[key] = int(found[code])
+        if key not in self._cache:
+            problem = self._product_setting_problem(setting)
+            if problem:
+                raise MissingSetting(f"missing setting: {_label(order)} needs {problem}; then "
+                                     f"save connector '{self.name}' (the order resumes)",
+                                     key=setting)
         return self._cache[key]
+
+    def _product_setting_problem(self, setting: str) -> str | None:
+        """None when the setting's product is one active product in Odoo, else what is wrong."""
+        code = self._special_code(setting)
+        rows = self._product_rows(code)
+        what = {"shipping_product": "a shipping line", "discount_product": "a discount line",
+                "rounding_product": "a rounding difference line"}[setting]
+        named = (f"{setting} '{code}'" if self.settings.get(setting) else
+                 f"rounding_product (empty, so the discount product '{code}')")
+        if len(rows) == 1:
+            self._cache[("special", code)] = int(rows[0]["id"])
+            return None
+        if rows:
+            return (f"{named} for {what}, but {code} is the Internal Reference of several "
+                    f"products in Odoo; give {setting} a unique one")
+        return (f"{named} for {what}, but no active product has Internal Reference {code} in "
+                f"Odoo; create a service product with that reference (no taxes) or set "
+                f"{setting} to an existing product's Internal Reference")
 
     def _tax_field(self) -> str:
         """sale.order.line's taxes: tax_id up to 18.0, tax_ids since saas-18.1 (odoo#186869)."""
@@ -638,6 +876,27 @@ class OdooConnector(Connector):
 
     def _version(self) -> int:
         return self._guard("read the server version", self.client.version)
+
+    def _company(self) -> tuple[int, str]:
+        """(company id, its currency code): `company_id`, else the user's current company,
+        where Odoo books a sale order that names none."""
+        if "company" not in self._cache:
+            company = self.settings.get("company_id")
+            if not company:
+                if self.settings["protocol"] == "json2":
+                    uid = self._call("sign in", "res.users", "context_get")["uid"]
+                else:
+                    uid = self._guard("sign in", self.client.uid)
+                user = self._call("read the Odoo user", "res.users", "read", [int(uid)],
+                                  fields=["company_id"])
+                company = user[0]["company_id"][0]
+            rows = self._call("read the company", "res.company", "read", [int(company)],
+                              fields=["currency_id"])
+            if not rows:
+                raise PermanentError(f"company_id {company} of connector '{self.name}' is not a "
+                                     "company in Odoo; set the id of one (Settings > Companies)")
+            self._cache["company"] = (int(company), str(rows[0]["currency_id"][1]))
+        return self._cache["company"]
 
     # --- taxes ---------------------------------------------------------------------------
     def _taxes(self, taxes: Iterable[Mapping[str, Any]], ctx: PushContext, included: bool,
@@ -668,8 +927,9 @@ class OdooConnector(Connector):
         if cached not in self._cache:
             domain: list[Any] = [["type_tax_use", "=", "sale"], ["amount_type", "=", "percent"],
                                  ["amount", "=", _percent(rate)]]
-            if self.settings.get("company_id"):
-                domain.append(["company_id", "=", self.settings["company_id"]])
+            # the company's own taxes only: a user of several companies sees them all, and a
+            # tax of another company on the order is refused by Odoo (check_company)
+            domain.append(["company_id", "=", self._company()[0]])
             rows = self._call(f"find the {_percent(rate)}% sale tax", "account.tax", "search_read",
                               domain=domain, fields=["name", "amount", "amount_type",
                                                      "price_include", "type_tax_use"])
@@ -723,8 +983,9 @@ class OdooConnector(Connector):
                   ) -> tuple[int, int, int, tuple[Link, ...]]:
         """(partner, invoice address, delivery address, links learned)."""
         anchors = self.settings["customer_anchors"]
-        keys = customer_keys(order, anchors)
-        key = next((k for k in keys if k in ctx.links.customer), None)
+        # the identity rule of identity.resolve_customer, for the link check too: a link learned
+        # on an email is used only when this order's email is verified as well
+        key = next((k for k in trusted_keys(order, anchors) if k in ctx.links.customer), None)
         partner = int(ctx.links.customer[key]) if key else None
         if key and partner is not None and not self._call(
                 "check the linked customer", "res.partner", "search_count",
@@ -834,6 +1095,8 @@ class OdooConnector(Connector):
             "origin": f"{order.get('channel') or ''} {order.get('number') or ''}".strip()
             or order["external_id"],
             "order_line": [[0, 0, want.vals] for want in wants]}
+        if order.get("note"):
+            vals["note"] = _note_html(order["note"])
         if order.get("placed_at"):
             vals["date_order"] = order["placed_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         pricelist = self.settings["pricelists"].get(order["currency"])
@@ -846,10 +1109,11 @@ class OdooConnector(Connector):
         currency = so["currency_id"][1] if so.get("currency_id") else "?"
         if currency != order["currency"]:
             self._call(f"remove quotation {so['name']}", "sale.order", "unlink", [so_id])
-            raise PermanentError(
-                f"Odoo prices {_label(order)} in {currency} (the customer's pricelist) but the "
-                f"order is in {order['currency']}; add pricelists: {{{order['currency']}: "
-                "PRICELIST_ID}} (a pricelist in that currency) to the connector, then replay")
+            raise MissingSetting(
+                f"missing setting: Odoo prices {_label(order)} in {currency} (the customer's "
+                f"pricelist) but the order is in {order['currency']}; add pricelists: "
+                f"{{{order['currency']}: PRICELIST_ID}} (a pricelist in that currency) to "
+                f"connector '{self.name}' and save it (the order resumes)", key="pricelists")
         return so
 
     def _sync(self, so: dict[str, Any], order: Mapping[str, Any], wants: list[_Want],
@@ -890,7 +1154,7 @@ class OdooConnector(Connector):
                 if _dec(adjustments[0]["price_unit"]) != new:
                     adjust.append([1, adjustments[0]["id"], {"price_unit": new}])
             elif new:
-                adjust.append([0, 0, {"product_id": self._special("discount_product", ctx),
+                adjust.append([0, 0, {"product_id": self._special("rounding_product", ctx, order),
                                       "name": ADJUSTMENT, "sequence": 10 * (len(wants) + 1),
                                       "product_uom_qty": Decimal(1), "price_unit": new,
                                       "discount": Decimal(0), taxfield: [[6, 0, []]]}])
@@ -906,6 +1170,23 @@ class OdooConnector(Connector):
             raise
         if relock:
             self._lock(so)
+
+    def _sync_note(self, so: Mapping[str, Any], order: Mapping[str, Any]) -> tuple[str, ...]:
+        """The order note in the sale order's ``note`` (HTML; Odoo lets it change in every state).
+
+        A posted invoice keeps the note it was issued with (its terms), which is said in
+        not_applied; lines never carry the note, so a note change never reissues an invoice.
+        """
+        wanted = (order.get("note") or "").strip()
+        if _note_text(so.get("note")) == wanted:
+            return ()
+        self._call(f"write the note of {so['name']}", "sale.order", "write", [so["id"]],
+                   vals={"note": _note_html(wanted) if wanted else False})
+        posted = self._open_invoices(self._moves(so))
+        if not posted:
+            return ()
+        return (f"the note on {', '.join(m['name'] for m in posted)}: a posted invoice keeps the "
+                f"note it was issued with; {so['name']} has the new note",)
 
     def _lock(self, so: Mapping[str, Any]) -> None:
         method = "action_lock" if self._version() >= 17 else "action_done"  # 16: "done" = locked
@@ -1003,12 +1284,23 @@ class OdooConnector(Connector):
         """
         ids = [m["id"] for m in invoices]
         pending = self._draft_credit_notes(ids)
-        todo = [m for m in invoices
-                if m["id"] not in {n["reversed_entry_id"][0] for n in pending}]
-        if todo:
-            todo_ids = [m["id"] for m in todo]
+        credited = {n["reversed_entry_id"][0] for n in pending}
+        todo = [m for m in invoices if m["id"] not in credited]
+        # Odoo 19 requires the wizard's journal (it no longer defaults it from the moves,
+        # transcripts 7a/7b): the credit note goes to each invoice's own journal
+        by_journal: dict[int, list[dict[str, Any]]] = {}
+        for move in todo:
+            journal = move.get("journal_id")
+            if not journal:
+                raise PermanentError(
+                    f"invoice {move['name']} of {so['name']} has no journal in Odoo, so no "
+                    "credit note can be issued for it; credit it by hand, then replay")
+            by_journal.setdefault(int(journal[0]), []).append(move)
+        for journal, moves in by_journal.items():
+            todo_ids = [m["id"] for m in moves]
             context = {"active_model": "account.move", "active_ids": todo_ids}
-            vals: dict[str, Any] = {"move_ids": [[6, 0, todo_ids]], "reason": reason[:200]}
+            vals: dict[str, Any] = {"move_ids": [[6, 0, todo_ids]], "reason": reason[:200],
+                                    "journal_id": journal}
             if self._version() >= 17:
                 method = "refund_moves"
             else:  # 16: one reverse_moves button, the credit method chosen on the wizard
@@ -1016,8 +1308,9 @@ class OdooConnector(Connector):
                 method = "reverse_moves"
             wizard = self._create(f"start the credit note of {so['name']}",
                                   "account.move.reversal", vals, context=context)
-            self._call(f"credit {', '.join(m['name'] for m in todo)}", "account.move.reversal",
+            self._call(f"credit {', '.join(m['name'] for m in moves)}", "account.move.reversal",
                        method, [wizard], context=context)
+        if todo:
             pending = self._draft_credit_notes(ids)
         if pending:
             self._call("post the credit notes", "account.move", "action_post",
@@ -1064,48 +1357,83 @@ class OdooConnector(Connector):
             raise TransientError(self._redact(str(exc)), retry_after=exc.retry_after) from None
 
     def _error(self, fault: _Fault, what: str) -> Exception:
+        """Odoo's error table -> retry later, or stop and say what to fix (module constants)."""
         name = fault.name.rsplit(".", 1)[-1]
-        message = " ".join(self._redact(fault.message).split())[:400] or "(no message)"
+        message = " ".join(self._redact(fault.message).split())[:600] or "(no message)"
         where = f"Odoo at {_origin(self.client.base)}"
         said = f"{where} answered {fault.status} " if fault.status else f"{where} "
         said += f"{fault.name or 'error'}: {message}" if fault.name else f"said: {message}"
-        credentials = ("api_key" if self.settings["protocol"] == "json2"
-                       else "username / api_key (password or API key)")
-        if fault.status == 401 or name in ("AccessDenied", "Unauthorized"):
-            return PermanentError(f"{said} (while trying to {what}); check {credentials} and "
-                                  f"database of connector '{self.name}', then replay")
-        if "database" in message.lower() and "does not exist" in message.lower():
-            return PermanentError(f"{said} (while trying to {what}); check the database name of "
-                                  f"connector '{self.name}'")
-        if name in _TRANSIENT or fault.status in _RETRY_STATUS or "could not serialize" in message:
-            return TransientError(f"{said} (while trying to {what}); will retry",
-                                  retry_after=fault.retry_after)
-        if name in ("AccessError", "Forbidden") or fault.status == 403:
-            return PermanentError(f"{said} (while trying to {what}); give the Odoo user of "
-                                  f"connector '{self.name}' the Sales and Invoicing rights, then "
-                                  "replay")
+        also = f" (while trying to {what})"
+        protocol = self.settings["protocol"]
+        credentials = "api_key" if protocol == "json2" else "username / api_key (password or API key)"
         if name == "BadAnswer" or (fault.status is not None and 300 <= fault.status < 400):
-            return PermanentError(f"{said} (while trying to {what}); this is not Odoo's "
-                                  f"{self.settings['protocol']} endpoint (redirects are not "
-                                  f"followed): check the url of connector '{self.name}' (https, "
-                                  "no path) and its protocol")
-        if name in _PERMANENT:
-            return PermanentError(f"{said} (while trying to {what}); fix this in Odoo (or the "
+            return PermanentError(f"{said}{also}; this is not Odoo's {protocol} endpoint "
+                                  f"(redirects are not followed): check the url of connector "
+                                  f"'{self.name}' (https, the address Odoo answers at) and its "
+                                  "protocol")
+        if not fault.name and fault.page:
+            return self._page_error(fault, said + also)
+        if fault.status == 401 or name in _CREDENTIALS:
+            return PermanentError(f"{said}{also}; check {credentials} and database of connector "
+                                  f"'{self.name}', then replay")
+        if "database" in message.lower() and "does not exist" in message.lower():
+            return PermanentError(f"{said}{also}; check the database name of connector "
+                                  f"'{self.name}'")
+        if name in _RETRY or fault.status in _RETRY_STATUS or \
+                any(words in message for words in _RETRY_WORDS):
+            return TransientError(f"{said}{also}; will retry", retry_after=fault.retry_after)
+        if name in _RIGHTS or fault.status == 403:
+            return PermanentError(f"{said}{also}; give the Odoo user of connector '{self.name}' "
+                                  "the Sales and Invoicing rights (and access to its company), "
+                                  "then replay")
+        if name in _REFUSED:
+            return PermanentError(f"{said}{also}; Odoo refused it: fix this in Odoo (or the "
                                   f"connector '{self.name}' config) and replay")
         if fault.status == 404 or name == "NotFound":
             hint = ("the URL, the database (X-Odoo-Database) and the protocol — JSON-2 needs Odoo "
-                    "19; use jsonrpc or xmlrpc for Odoo 16-18 —" if self.settings["protocol"] ==
-                    "json2" else "the URL")
-            return PermanentError(f"{said} (while trying to {what}); check {hint} of connector "
-                                  f"'{self.name}' and that the Sales and Invoicing apps are "
-                                  "installed")
+                    "19; use jsonrpc or xmlrpc for Odoo 16-18 —" if protocol == "json2"
+                    else "the URL")
+            return PermanentError(f"{said}{also}; check {hint} of connector '{self.name}' and "
+                                  "that the Sales and Invoicing apps are installed")
+        if name in _BAD_CALL:
+            return PermanentError(f"{said}{also}; this Odoo does not take the call the connector "
+                                  f"made (a field or method of another Odoo version?): check the "
+                                  f"protocol of connector '{self.name}' and the Odoo version, "
+                                  "then replay")
         if fault.status is None or fault.status >= 500 or fault.status == 200:
-            # a server error (XML-RPC fault 1, JSON-RPC error, HTTP 5xx): often a restart or a
-            # database hiccup; the broker's attempt limit dead-letters a lasting one
-            return TransientError(f"{said} (while trying to {what}); will retry",
-                                  retry_after=fault.retry_after)
-        return PermanentError(f"{said} (while trying to {what}); fix this in Odoo (or the "
-                              f"connector '{self.name}' config) and replay")
+            # a server error (XML-RPC fault 1, JSON-RPC error, HTTP 5xx) that names no known
+            # mistake: often a restart or a database hiccup; the attempt limit dead-letters it
+            return TransientError(f"{said}{also}; will retry", retry_after=fault.retry_after)
+        return PermanentError(f"{said}{also}; fix this in Odoo (or the connector '{self.name}' "
+                              "config) and replay")
+
+    def _page_error(self, fault: _Fault, said: str) -> Exception:
+        """An HTML page where the API should answer: Odoo routed the request elsewhere."""
+        url = self.settings["url"]
+        if "invalid CSRF token" in fault.message:
+            return PermanentError(
+                f"{said}; the URL of connector '{self.name}' ({url}) leads into Odoo's web client "
+                "(a path such as /odoo or /web), which refuses API calls: set url to the address "
+                "Odoo answers at, without that path (e.g. https://acme.odoo.com)")
+        if "No database is selected" in fault.message:
+            database = self.settings.get("database")
+            problem = (f"Odoo has no database '{database}' (sent as X-Odoo-Database)" if database
+                       else "Odoo hosts several databases and none was named (X-Odoo-Database)")
+            return PermanentError(f"{said}; {problem}: set database of connector '{self.name}' "
+                                  "to one of the server's databases")
+        if fault.status == 415:
+            return PermanentError(f"{said}; something between the broker and Odoo changed the "
+                                  f"request's content type; check the url of connector "
+                                  f"'{self.name}' (a proxy path?)")
+        if fault.status == 404:
+            return PermanentError(
+                f"{said}; Odoo answered a web page: there is no {self.settings['protocol']} API at "
+                f"{url}. Set url of connector '{self.name}' to the address Odoo answers at "
+                "(no path, no database in it) and check its protocol: JSON-2 needs Odoo 19; use "
+                "jsonrpc or xmlrpc for Odoo 16-18")
+        if fault.status is not None and fault.status >= 500:
+            return TransientError(f"{said}; will retry", retry_after=fault.retry_after)
+        return PermanentError(f"{said}; check the url of connector '{self.name}' ({url})")
 
     def _redact(self, text: str) -> str:
         secret = self.settings.get("api_key") or ""
@@ -1120,7 +1448,7 @@ def _pair(existing: list[dict[str, Any]], wants: list[_Want], taxfield: str, *, 
     Lines pair by product (and description first), so a confirmed line is edited, not replaced:
     Odoo forbids deleting confirmed lines, so unpaired ones go to quantity 0 unless `deletable`.
     """
-    pool = list(existing)
+    pool = [line for line in existing if not line.get("display_type")]  # notes, sections: kept
     paired: dict[int, dict[str, Any]] = {}
     for strict in (True, False):
         for i, want in enumerate(wants):
@@ -1139,7 +1467,7 @@ def _pair(existing: list[dict[str, Any]], wants: list[_Want], taxfield: str, *, 
         elif not _same(line, want, taxfield):
             commands.append([1, line["id"], want.vals])
     for line in pool:
-        if deletable or line.get("display_type"):
+        if deletable:
             commands.append([2, line["id"], 0])
         elif _dec(line["product_uom_qty"]):  # the price too: Odoo reprices on a qty change
             commands.append([1, line["id"], {"product_uom_qty": Decimal(0),
@@ -1208,6 +1536,20 @@ def _clean(vals: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in vals.items() if v is not None and v != ""}
 
 
+def _note_html(text: str) -> str:
+    """The order note as Odoo 19's HTML ``note`` keeps it: one escaped paragraph."""
+    return f"<p>{html.escape(text, quote=False)}</p>"
+
+
+def _note_text(value: Any) -> str:
+    """The text of an HTML note (Odoo wraps plain text in <p> and escapes it)."""
+    if not value:
+        return ""
+    text = re.sub(r"<br\s*/?>", "\n", str(value))
+    text = re.sub(r"</p>\s*<p[^>]*>", "\n", text)
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
+
+
 def _label(order: Mapping[str, Any]) -> str:
     return f"order {order.get('number') or order.get('external_id')}"
 
@@ -1218,10 +1560,17 @@ def _origin(url: str) -> str:
 
 
 def _snippet(data: bytes) -> str:
-    text = re.sub(r"<[^>]+>", " ", data[:2000].decode("utf-8", "replace"))
+    """A few words of an answer that is not the API's (an HTML page: its text, no scripts)."""
+    text = data[:20000].decode("utf-8", "replace")
+    text = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", text)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
     return " ".join(text.split())[:300] or "(empty body)"
 
 
+
+
+def _is_page(headers: Any) -> bool:
+    return "html" in str((headers or {}).get("Content-Type") or "").lower()
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -6,7 +6,10 @@ XML-RPC on 16 (16's "done" lock state, ``tax_id`` and ``reverse_moves`` differ f
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import pytest
@@ -28,8 +31,24 @@ class OdooBackOffice:
 
     def records(self, external_id: str) -> list[dict[str, Any]]:
         return [{"reference": so["name"], "total": so["amount_total"],
-                 "status": "cancelled" if so["state"] == "cancel" else "open"}
+                 "status": "cancelled" if so["state"] == "cancel" else "open",
+                 "customer": so["partner_id"], "note": note_text(so["note"]),
+                 "invoiced": self.invoiced(so["id"])}
                 for so in self.fake.orders(external_id)]
+
+    def invoiced(self, so_id: int) -> Decimal:
+        """Posted invoices net of posted credit notes."""
+        sign = {"out_invoice": 1, "out_refund": -1}
+        return sum((sign[m["move_type"]] * m["amount_total"] for m in self.fake.moves(so_id)
+                    if m["state"] == "posted" and m["move_type"] in sign), Decimal(0))
+
+
+def note_text(value: Any) -> str | None:
+    """The text of Odoo's HTML note, as a person reads it on the order."""
+    if not value:
+        return None
+    text = re.sub(r"<br\s*/?>|</p>\s*<p[^>]*>", "\n", str(value))
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
 
 
 class OdooContract(ConnectorContract):
