@@ -23,10 +23,15 @@ import pytest
 from fakes.erpnext import API_KEY as ERP_KEY
 from fakes.erpnext import API_SECRET as ERP_SECRET
 from fakes.erpnext import FakeErpNext
+from fakes.odoo import API_KEY as ODOO_KEY
+from fakes.odoo import DATABASE as ODOO_DB
+from fakes.odoo import LOGIN as ODOO_LOGIN
+from fakes.odoo import FakeOdoo
 from fakes.sink import Sink
 from harness import Stack, wait_until
 from test_contract_erpnext import ErpNextBackOffice
 from test_contract_http import SinkBackOffice
+from test_contract_odoo import OdooBackOffice
 
 from broker.models import Delivery, DeliveryStatus, Order, OrderVersion
 from broker.schemas.order import dump_order
@@ -45,7 +50,7 @@ class Kind:
     backoffice: Any
     close: Callable[[], None]
     matches_customers: bool = True
-    refuses: set[str] = field(default_factory=set)  # scenarios it refuses (dead) by design
+    declines: set[str] = field(default_factory=set)  # scenarios it refuses or parks by design
 
 
 def http_kind() -> Kind:
@@ -63,10 +68,23 @@ def erpnext_kind() -> Kind:
         "timeout": 10}, ErpNextBackOffice(erp), erp.stop,
         # Checked before anything is written: a new customer's first invoice in EUR for a USD
         # company, and 1.5 of an item sold in whole units, are refused with what to fix.
-        refuses={"foreign currency", "fractional quantity"})
+        declines={"foreign currency", "fractional quantity"})
 
 
-KINDS = {"http": http_kind, "erpnext": erpnext_kind}
+def odoo_kind(protocol: str, version: int) -> Callable[[], Kind]:
+    def build() -> Kind:
+        fake = FakeOdoo(version=version).start()
+        config: dict[str, Any] = {
+            "url": fake.url, "protocol": protocol, "database": ODOO_DB, "api_key": ODOO_KEY,
+            "timeout": 10, "pricelists": {c: fake.pricelists[c] for c in ("USD", "EUR")}}
+        if protocol != "json2":
+            config["username"] = ODOO_LOGIN
+        return Kind("odoo", config, OdooBackOffice(fake), fake.stop)
+    return build
+
+
+KINDS = {"http": http_kind, "erpnext": erpnext_kind, "odoo-json2": odoo_kind("json2", 19),
+         "odoo-xmlrpc": odoo_kind("xmlrpc", 16)}
 
 
 @dataclass
@@ -190,7 +208,7 @@ def test_fifty_orders_end_in_the_back_office_exactly_as_the_broker_says(kind: Ki
                                 f"order {expected_state}")
         elif records:
             problems.append(f"{p.scenario} {doc['external_id']}: {status} but records {records}")
-        must_book = p.scenario not in kind.refuses and not (
+        must_book = p.scenario not in kind.declines and not (
             p.scenario == "unverified known email" and kind.matches_customers)
         if must_book and status != DeliveryStatus.BOOKED:
             problems.append(f"{p.scenario} {doc['external_id']}: {status}, expected booked")
