@@ -347,8 +347,9 @@ class TrytonConnector(Connector):
     rewritten and advanced again. A processed sale cannot be edited in Tryton: if the new
     version books the same lines and total (only a status, a note or the payment changed), the
     connector writes a changed note to the sale's Comment (editable in every state) and posts
-    and pays what is due; otherwise it raises PermanentError saying what to book by hand. A create that finds its sale already booked (the answer was lost) does the
-    same, rewriting only when lines or total differ. Cancel: draft, quotation and confirmed
+    and pays what is due; otherwise it raises PermanentError saying what to book by hand. A
+    create that finds its sale already booked (the answer was lost) does the same, rewriting
+    only when lines or total differ. Cancel: draft, quotation and confirmed
     sales are cancelled; a processed one raises PermanentError with the manual steps (cancel
     the invoice and shipments, handle the sale's exceptions). A cancelled order never booked
     is booked as a cancelled sale, so Tryton still knows of it.
