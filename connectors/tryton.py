@@ -339,8 +339,10 @@ class TrytonConnector(Connector):
     with both figures. Under "amounts", products that carry default customer taxes make
     Tryton warn when the invoice is posted (see `accept_warnings`).
 
-    Customers: a party is reused only through a link or a verified email (identity.py); an
-    order without customer identity gets a new party. Addresses are reused when identical,
+    Customers: a party is reused only through a link, the identifier this connector gives the
+    parties it creates (the channel's customer key, so an attempt that follows one whose answer
+    was lost finds its party again), or a verified email (identity.py); an order without
+    customer identity gets a new party. Addresses are reused when identical,
     added otherwise.
 
     Update: a sale Tryton still lets us change (draft, quotation, confirmed) is reset to draft,
@@ -748,7 +750,16 @@ class TrytonConnector(Connector):
     def _party(self, order: Mapping[str, Any], ctx: PushContext) -> dict[str, Any]:
         """The party (linked, found by email or created) and its invoice / shipment addresses."""
         anchors = self.settings["customer_anchors"]
-        party = resolve_customer(order, ctx, anchors=anchors, search_by_email=self._parties_by_email)
+        own = self._own_key(order)
+        party = resolve_customer(order, ctx, anchors=anchors)  # a link, if the broker has one
+        if party is None and own:  # a party an earlier attempt created, its answer lost
+            found = self._call(f"find the customer of {_label(order)}", "model.party.identifier.search",
+                               [("code", "=", own), ("type", "=", None)], 0, 1, None)
+            if found:
+                party = str(self._read("party.identifier", found, ("party",))[0]["party"])
+        if party is None:
+            party = resolve_customer(order, ctx, anchors=anchors,
+                                     search_by_email=self._parties_by_email)
         customer = order.get("customer") or {}
         billing = order.get("billing_address") or order.get("shipping_address") or {}
         shipping = order.get("shipping_address") or billing
@@ -763,6 +774,8 @@ class TrytonConnector(Connector):
             values: dict[str, Any] = {"name": name[:255]}
             if contacts:
                 values["contact_mechanisms"] = [("create", contacts)]
+            if own:  # found again by the next attempt, whatever its email proves
+                values["identifiers"] = [("create", [{"code": own[:255]}])]
             party_id = self._call(f"create the customer of {_label(order)}",
                                   "model.party.party.create", [values])[0]
         else:
@@ -779,6 +792,13 @@ class TrytonConnector(Connector):
             else self._address(party_id, shipping, name)
         return {"party": party_id, "invoice_address": invoice_address,
                 "shipment_address": shipment_address}
+
+    def _own_key(self, order: Mapping[str, Any]) -> str | None:
+        """The identifier (untyped) of a party this connector creates: the channel's customer
+        key, when customers are matched by it (`customer_anchors`)."""
+        keys = customer_keys(order, [a for a in self.settings["customer_anchors"]
+                                     if a == "customer_id"])
+        return keys[0] if keys else None
 
     def _parties_by_email(self, email: str) -> list[str]:
         pattern = email.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

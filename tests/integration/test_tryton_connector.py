@@ -229,6 +229,19 @@ def test_an_unverified_email_matching_a_party_parks_for_review(server: TrytonSer
     assert server.sales(second["external_id"]) == []
 
 
+def test_a_retry_finds_the_party_its_first_attempt_created_even_with_an_unverified_email(
+        server: TrytonServer) -> None:
+    # the first attempt creates the party, then parks on the rounding gap (no adjustment_product)
+    order = order_of([("CK-WIDGET", "3", "19.99", "0.01", "4.34")], verified=False)
+    with pytest.raises(MissingSetting):
+        quick(server, adjustment_product=None).push(order, push_context(order))
+    created = parties_with(server, order["customer"]["email"])
+    assert len(created) == 1
+    quick(server).push(order, push_context(order, attempt=2))  # the setting was saved
+    assert sale_of(server, order)["party"] == created[0]
+    assert parties_with(server, order["customer"]["email"]) == created
+
+
 def test_an_unknown_sku_parks_before_anything_is_written(server: TrytonServer) -> None:
     sku = f"NOPE-{uuid.uuid4().hex[:6]}"
     order = order_of([(sku, "1", "5.00", "0", "0.36")])
