@@ -296,6 +296,7 @@ def _error(error: Any) -> _TrytonError:
     return _TrytonError("ServerError", str(kind))
 
 
+_ADDRESS_FIELDS = ("street", "postal_code", "city", "country", "subdivision", "party_name")
 # Database errors trytond passes on as they are (its own retries exhausted, or a unique key it
 # has no message for): PostgreSQL's and SQLite's words for a race that a later attempt can win.
 _CONCURRENCY = re.compile(
@@ -306,6 +307,21 @@ _CONCURRENCY = re.compile(
 
 def _label(order: Mapping[str, Any]) -> str:
     return f"order {order.get('number') or order['external_id']}"
+
+
+def _addresses(order: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """The invoice and shipment addresses: each stands in for the other when one is missing."""
+    billing = order.get("billing_address") or order.get("shipping_address") or {}
+    return billing, order.get("shipping_address") or billing
+
+
+def _party_name(order: Mapping[str, Any]) -> str:
+    customer = order.get("customer") or {}
+    billing, _ = _addresses(order)
+    return (customer.get("company")
+            or f"{customer.get('first_name') or ''} {customer.get('last_name') or ''}".strip()
+            or billing.get("company") or billing.get("name") or customer.get("email")
+            or f"Customer of {_label(order)}")
 
 
 def _numbered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -375,11 +391,12 @@ class TrytonConnector(Connector):
     # avoids both.
     max_in_flight = 1
     # Measured against trytond 8.2: the kit's 2-line order with shipping and a discount, booked
-    # through to a paid invoice by a fresh connector (login included), makes 36 requests; a new
-    # customer's second address, a rounding adjustment, a partial payment, an accepted warning
-    # and a refused call repeated once add up to 12 more. Each further SKU adds 3 (leases are
-    # renewed while a push runs).
-    calls_per_push = 48
+    # through to a paid invoice by a fresh connector (login included), makes 37 requests; a new
+    # customer's second address (1), a rounding adjustment (4), a partial payment (1), an
+    # accepted warning (2), a refused call repeated once (1) and a sale Tryton left confirmed,
+    # confirmed again (6) add up to 15 more. Each further SKU adds 3 (leases are renewed while
+    # a push runs).
+    calls_per_push = 52
 
     def __init__(self, config: Mapping[str, Any], *, name: str = "") -> None:
         super().__init__(config, name=name)
@@ -481,7 +498,7 @@ class TrytonConnector(Connector):
 
     # --- finding ------------------------------------------------------------------------------
     _SALE_FIELDS = ("number", "reference", "state", "party", "total_amount", "invoices", "lines",
-                    "currency", "invoice_state", "comment")
+                    "currency", "invoice_state", "comment", "invoice_address", "shipment_address")
 
     def _external(self, order: Mapping[str, Any]) -> str:
         return f"{self.settings['reference_prefix']}{order['external_id']}"
@@ -761,12 +778,8 @@ class TrytonConnector(Connector):
             party = resolve_customer(order, ctx, anchors=anchors,
                                      search_by_email=self._parties_by_email)
         customer = order.get("customer") or {}
-        billing = order.get("billing_address") or order.get("shipping_address") or {}
-        shipping = order.get("shipping_address") or billing
-        name = (customer.get("company")
-                or f"{customer.get('first_name') or ''} {customer.get('last_name') or ''}".strip()
-                or billing.get("company") or billing.get("name") or customer.get("email")
-                or f"Customer of {_label(order)}")
+        billing, shipping = _addresses(order)
+        name = _party_name(order)
         if party is None:
             contacts = [{"type": "email", "value": customer["email"]}] if customer.get("email") else []
             if customer.get("phone"):
@@ -810,8 +823,8 @@ class TrytonConnector(Connector):
         return sorted({str(c["party"]) for c in found if (c["value"] or "").strip().lower() == email},
                       key=int)
 
-    def _address(self, party: int, address: Mapping[str, Any], party_name: str) -> int:
-        """An address of the party equal to this one, else a new one (parties keep history)."""
+    def _address_values(self, address: Mapping[str, Any], party_name: str) -> dict[str, Any]:
+        """A canonical address as Tryton's party.address fields."""
         country = self._country(address.get("country"))
         values: dict[str, Any] = {
             "street": "\n".join(x for x in (address.get("line1"), address.get("line2")) if x) or None,
@@ -820,6 +833,11 @@ class TrytonConnector(Connector):
         }
         who = ", ".join(x for x in (address.get("name"), address.get("company")) if x)
         values["party_name"] = who if who and who != party_name else None
+        return values
+
+    def _address(self, party: int, address: Mapping[str, Any], party_name: str) -> int:
+        """An address of the party equal to this one, else a new one (parties keep history)."""
+        values = self._address_values(address, party_name)
         ids = self._call("read the customer's addresses", "model.party.address.search",
                          [("party", "=", party)], 0, None, [("id", "ASC")])
         existing = self._read("party.address", ids, tuple(values)) if ids else []
@@ -1058,9 +1076,16 @@ class TrytonConnector(Connector):
         plan = self._plan(order, ctx)
         booked = self._read("sale.line", sale["lines"], ("type", "product", "quantity", "unit_price"))
         same = self._same(plan["rows"], booked, sale, order)
+        moved = self._moved(order, sale) if same else []
+        if same and sale["state"] in OPEN_STATES and not rewrite:
+            rewrite = bool(moved) or (sale.get("comment") or None) != (order.get("note") or None)
         if same and not (rewrite and sale["state"] in OPEN_STATES):
             sale = self._advance(order, sale, ctx)  # post and pay what became due
-            return self._result(order, sale, unchanged=True, not_applied=self._note(order, sale))
+            kept = tuple(f"{what}: Tryton keeps the addresses of a {sale['state']} sale; change "
+                         "it on the sale's shipment or invoice by hand if they are not sent yet"
+                         for what in moved)
+            return self._result(order, sale, unchanged=True,
+                                not_applied=self._note(order, sale) + kept)
         if sale["state"] in OPEN_STATES:
             if sale["state"] != "draft":
                 self._call(f"reset sale {sale['number']} to draft", "model.sale.sale.draft",
@@ -1093,6 +1118,21 @@ class TrytonConnector(Connector):
             return (f"the note: Tryton keeps it in the sale's Comment but refused to change it on "
                     f"{what} ({exc}); change it there by hand",)
         return ()
+
+    def _moved(self, order: Mapping[str, Any], sale: Mapping[str, Any]) -> list[str]:
+        """The order's addresses that differ from the sale's (read, never created)."""
+        name = _party_name(order)
+        ids = [i for i in (sale.get("invoice_address"), sale.get("shipment_address")) if i]
+        have = {a["id"]: a for a in self._read("party.address", ids, _ADDRESS_FIELDS)} if ids else {}
+        moved = []
+        for what, field, address in zip(("the billing address", "the shipping address"),
+                                        ("invoice_address", "shipment_address"), _addresses(order),
+                                        strict=True):
+            booked = have.get(sale.get(field)) or {}
+            if address and any((booked.get(k) or None) != v
+                               for k, v in self._address_values(address, name).items()):
+                moved.append(what)
+        return moved
 
     def _same(self, rows: list[dict[str, Any]], booked: list[dict[str, Any]],
               sale: Mapping[str, Any], order: Mapping[str, Any]) -> bool:

@@ -431,6 +431,27 @@ def test_a_note_change_on_a_processed_sale_reaches_its_comment(server: TrytonSer
     assert result.not_applied == () and result.reference == booked.reference
 
 
+def test_an_address_change_on_a_processed_sale_is_reported_not_applied(server: TrytonServer) -> None:
+    order = order_of(WIDGETS)
+    booked = make(server).push(order, push_context(order))
+    moved = later_version(order, shipping_address={**order["shipping_address"], "line1": "1 New Rd"})
+    result = make(server).push(moved, push_context(moved, action="update",
+                                                  reference=booked.reference, version=2))
+    assert len(result.not_applied) == 1
+    assert result.not_applied[0].startswith("the shipping address: Tryton keeps the addresses")
+    unchanged = later_version(moved, shipping_address=order["shipping_address"])
+    assert make(server).push(unchanged, push_context(
+        unchanged, action="update", reference=booked.reference, version=3)).not_applied == ()
+
+
+def test_a_create_finding_its_open_sale_applies_a_note_only_change(server: TrytonServer) -> None:
+    order = order_of(WIDGETS, note="first")
+    quick(server).push(order, push_context(order))  # its answer was lost
+    changed = later_version(order, note="second")
+    result = quick(server).push(changed, push_context(changed, version=2))  # so v2 is a create
+    assert sale_of(server, order)["comment"] == "second" and result.not_applied == ()
+
+
 # --- races and Tryton's own errors ---------------------------------------------------------------
 def test_a_party_code_taken_by_a_concurrent_worker_is_retried_not_dead_lettered(
         server: TrytonServer) -> None:
