@@ -148,7 +148,6 @@ class Folder(Protocol):
     where: str
 
     def check(self) -> None: ...
-    def exists(self, name: str) -> bool: ...
     def names(self) -> list[str]: ...
     def write(self, name: str, data: bytes) -> None: ...
     def close(self) -> None: ...
@@ -163,9 +162,12 @@ class EdiConnector(Connector):
     Control numbers (UNB 0020, ISA13/GS06) come from the same digest: a retry renders identical bytes.
 
     Update: a replacement message in a new file (EDIFACT BGM 1225 = 5, X12 BEG01 = 05, CSV action
-    "replace") carrying the whole new version. Cancel: a cancellation message (BGM 1225 = 1, BEG01 =
-    01, action "cancel"); an order cancelled before it was ever booked is sent as a cancellation too,
-    so the partner learns of it without shipping it. lookup(order) finds this version's file.
+    "replace") carrying the whole new version. A create that finds a message for the order
+    already sent (an earlier answer was lost, and this is a later version) sends a replacement
+    too, never a second original: the partner would book a second order. Cancel: a cancellation
+    message (BGM 1225 = 1, BEG01 = 01, action "cancel"); an order cancelled before it was ever
+    booked is sent as a cancellation too, so the partner learns of it without shipping it.
+    lookup(order) finds this version's file.
 
     When the partner deletes files after pickup, set `ledger_path`: a folder where an empty marker
     per written file is kept, so a retry after pickup still writes nothing.
@@ -178,6 +180,12 @@ class EdiConnector(Connector):
     kind = "edi"
     title = "EDI file (EDIFACT ORDERS, X12 850, CSV) to a folder or SFTP"
     Config = EdiConfig
+    # SFTP requests of one push, each bounded by `timeout`: the session (TCP connect, banner,
+    # key exchange, authentication, the sftp channel: 5), listing the folder and the ledger
+    # (2), then the write: listing for a crashed attempt's leftover (1), open, write (one per
+    # 32 KiB, pipelined), close, rename (4; 3 more without posix-rename), the ledger's stat,
+    # mkdir, open and close (4). A kept session the server dropped is reopened once (5).
+    calls_per_push = 24
 
     def __init__(self, config: Mapping[str, Any], *, name: str = "") -> None:
         super().__init__(config, name=name)
@@ -230,11 +238,27 @@ class EdiConnector(Connector):
 
         Raises: TransientError, PermanentError.
         """
-        pattern = self._pattern(order, digest=fmt.order_digest(order)[:12])
+        digest = fmt.order_digest(order)[:12]
+        found = [m for m in self._sent(order) if m["digest"] == digest]
+        return found[-1][0] if found else None
+
+    def discard(self, order: Mapping[str, Any], ctx: PushContext) -> None:
+        """Send a cancellation unless the order's latest message is one; delete nothing.
+
+        A partner cannot unreceive a message: its translator may have read a file the moment it
+        landed, so deleting it would only hide what was sent. Raises: TransientError,
+        PermanentError.
+        """
+        sent = self._sent(order)
+        if sent and sent[-1]["kind"] != "cancel":
+            self._deliver({**order, "status": "cancelled"}, ctx, "cancel")
+
+    def _sent(self, order: Mapping[str, Any]) -> list[re.Match[str]]:
+        """The files written for this order (ledger included), oldest first: by version time,
+        then new < replace < cancel."""
+        pattern = self._pattern(order)
         found = [m for m in map(pattern.match, self.folder().names()) if m]
-        if not found:
-            return None
-        return max(found, key=lambda m: (m["stamp"], KIND_RANK[m["kind"]]))[0]
+        return sorted(found, key=lambda m: (m["stamp"], KIND_RANK[m["kind"]]))
 
     def close(self) -> None:
         with self._lock:
@@ -304,11 +328,18 @@ class EdiConnector(Connector):
             return self._folder
 
     def _deliver(self, order: Mapping[str, Any], ctx: PushContext, function: str) -> PushResult:
+        folder = self.folder()
+        sent = self._sent(order)
+        digest = fmt.order_digest(order)[:12]
+        if function == "new" and sent:
+            # The partner has a message for this order already (an earlier answer was lost): a
+            # second original would be a second order, so this version replaces the first.
+            mine = [m for m in sent if m["digest"] == digest]
+            function = mine[-1]["kind"] if mine else "replace"
         data, links = self.render(order, ctx, function)
         name = self.file_name(order, function)
-        folder = self.folder()
         details: dict[str, Any] = {"file": name, "where": folder.where, "function": function}
-        if folder.exists(name):
+        if name in {m[0] for m in sent}:
             return PushResult(name, details={**details, "written": False}, links=links)
         folder.write(name, data)
         log.info("connector %s wrote %s (%d bytes) to %s", self.name, name, len(data), folder.where)
@@ -366,15 +397,11 @@ class LocalFolder:
                                          f"grant write access or fix '{key}' of connector "
                                          f"'{self.connector}'")
 
-    def exists(self, name: str) -> bool:
-        with self._errors(f"looking for {name}"):
+    def names(self) -> list[str]:
+        with self._errors(f"listing {self.path}"):
             if not self.path.is_dir():
                 raise PermanentError(f"folder {self.path} does not exist; create it or fix 'path' "
                                      f"of connector '{self.connector}'")
-            return (self.path / name).exists() or bool(self.ledger and (self.ledger / name).exists())
-
-    def names(self) -> list[str]:
-        with self._errors(f"listing {self.path}"):
             found = set(os.listdir(self.path))
             if self.ledger and self.ledger.is_dir():
                 found.update(os.listdir(self.ledger))
@@ -514,19 +541,6 @@ class SftpFolder:
                 if mode is not None and not stat.S_ISDIR(mode):
                     raise PermanentError(f"{key} {folder} on {self.origin} is not a folder")
         self._run("checking the folder", run)
-
-    def exists(self, name: str) -> bool:
-        def run(sftp: Any) -> bool:
-            for folder in (self.dir, self.ledger):
-                if folder is None:
-                    continue
-                try:
-                    sftp.stat(str(folder / name))
-                    return True
-                except FileNotFoundError:
-                    continue
-            return False
-        return self._run(f"looking for {name}", run)
 
     def names(self) -> list[str]:
         def run(sftp: Any) -> list[str]:

@@ -18,7 +18,9 @@ EDIFACT ORDERS D.96A — UN/EDIFACT purchase order message
 ANSI ASC X12 850 Purchase Order (004010 or 005010)
     ISA/GS envelopes (ISA is fixed width, 106 characters with its terminator), BEG (353 purpose:
     00 original, 05 replace, 01 cancellation), CUR, REF, SAC loop (SAC05 is N2: two implied
-    decimals — https://stedi.com/edi/x12-004010/segment/SAC), N1/N3/N4/PER, PO1 loop (PO1, PID,
+    decimals — https://stedi.com/edi/x12-004010/segment/SAC), the note in an N9 loop (N9*L1,
+    "letters or notes", then MSG; heading positions 295/300, before the N1 loop at 310 —
+    https://www.stedi.com/edi/x12-004010/850), N1/N3/N4/PER, PO1 loop (PO1, PID,
     SAC, TXI), CTT with AMT*TT (the 850's summary AMT01 is TT —
     https://stedi.com/edi/x12-002040/segment/AMT), SE/GE/IEA; transaction set layout:
     https://www.stedi.com/edi/x12-004010/850. SAC02 (element 1300): G830 shipping and handling,
@@ -431,6 +433,11 @@ def render_x12(msg: Message, party: Party, *, version: str = "004010", test: boo
     for disc in order.get("discounts") or []:
         seg("SAC", "A", "C310", "", "", _n2(disc["amount"], p, order), *[""] * 9,
             disc.get("code") or "discount")
+    note = x12_note(order.get("note"))
+    if note:  # N9 loop (N9 then MSG, each MSG01 an..264) comes before the N1 loop
+        seg("N9", "L1", "NOTES")
+        for text in note:
+            seg("MSG", text)
     customer = order.get("customer") or {}
     billing = order.get("billing_address") or {"name": _name(customer)}
     _n1(seg, "BT", billing, msg.customer_id, "91" if msg.customer_agency == "91" else "92")
@@ -498,6 +505,14 @@ def _n1(seg: Any, code: str, address: Mapping[str, Any], party_id: str | None, a
     if address.get("city") or address.get("postal_code") or address.get("country"):
         seg("N4", (address.get("city") or "")[:30], region if len(region) == 2 else "",
             address.get("postal_code") or "", address.get("country") or "")
+
+
+def x12_note(note: str | None) -> list[str]:
+    """The note as MSG texts (MSG01 is an..264), split between words: X12 text elements lose
+    their outer spaces, so a reader joins them with one space."""
+    import textwrap
+
+    return textwrap.wrap(_printable(note or ""), 264)
 
 
 def _x12_segment(x: X12Syntax, parts: list[Any]) -> str:

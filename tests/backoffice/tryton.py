@@ -286,7 +286,7 @@ class TrytonServer:
         return self.rpc("model.sale.sale.read", ids, [
             "number", "reference", "state", "total_amount", "tax_amount", "untaxed_amount",
             "party", "invoices", "invoice_state", "description", "sale_date",
-            "invoice_address", "shipment_address", "lines"]) if ids else []
+            "invoice_address", "shipment_address", "lines", "comment"]) if ids else []
 
     def connector_config(self, **extra: Any) -> dict[str, Any]:
         """The tryton connector config an integrator would enter for this database."""
@@ -330,10 +330,19 @@ class TrytonBackOffice:
             self.server.ensure_product(line.get("sku") or line["name"])
 
     def records(self, external_id: str) -> list[dict[str, Any]]:
-        return [{"reference": sale["number"], "total": sale["total_amount"],
-                 "status": "cancelled" if sale["state"] == "cancelled" else "open",
-                 "state": sale["state"]}
-                for sale in self.server.sales(self.prefix + external_id)]
+        """Sales with their party, their Comment as the note, and what was invoiced: posted or
+        paid invoices, credit notes (negative totals in Tryton) netted."""
+        records = []
+        for sale in self.server.sales(self.prefix + external_id):
+            invoices = self.server.read("account.invoice", sale["invoices"],
+                                        ["state", "total_amount"]) if sale["invoices"] else []
+            records.append({
+                "reference": sale["number"], "total": sale["total_amount"],
+                "status": "cancelled" if sale["state"] == "cancelled" else "open",
+                "state": sale["state"], "customer": sale["party"], "note": sale["comment"],
+                "invoiced": sum((i["total_amount"] for i in invoices
+                                 if i["state"] in ("posted", "paid")), Decimal(0))})
+        return records
 
 
 _SHARED: dict[str, TrytonServer] = {}

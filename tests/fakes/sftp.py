@@ -12,6 +12,9 @@ It behaves like OpenSSH's sftp-server where the edi connector depends on it:
 Built on paramiko's ServerInterface / SFTPServerInterface
 (https://docs.paramiko.org/en/stable/api/server.html, .../api/sftp.html).
 
+`requests` lists every request served (list, stat, open, write, close, remove, rename,
+posix_rename, mkdir), so tests can count what a push costs.
+
 Faults for tests: `deny_writes` answers SSH_FX_PERMISSION_DENIED to every open for writing;
 `drop_after_bytes` closes the SSH connection once a file received that many bytes (a connection
 lost mid-upload).
@@ -165,6 +168,7 @@ class _Handle(paramiko.SFTPHandle):
         self.fake, self.transport, self.received = fake, transport, 0
 
     def write(self, offset: int, data: bytes) -> int:
+        self.fake.requests.append(("write", ""))
         limit = self.fake.drop_after_bytes
         if limit is not None and self.received + len(data) > limit:
             keep = max(0, limit - self.received)
@@ -176,6 +180,10 @@ class _Handle(paramiko.SFTPHandle):
 
     def stat(self) -> Any:
         return paramiko.SFTPAttributes.from_stat(os.fstat(self.readfile.fileno()))
+
+    def close(self) -> None:
+        self.fake.requests.append(("close", ""))
+        super().close()
 
 
 class _Files(paramiko.SFTPServerInterface):
@@ -331,19 +339,39 @@ def summary(kind: str, data: bytes, delimiter: str = ",") -> dict[str, Any]:
         bgm = next(e for t, e in segs if t == "BGM")
         moa = {e[0][0]: Decimal(e[0][1]) for t, e in segs if t == "MOA"}  # the summary ones win
         cux = next(e for t, e in segs if t == "CUX")
+        # FTX+AAI: C108 free text in pieces of an..70, cut anywhere; NAD+BY C082 the buyer's id
+        note = "".join(_pieces(e[3]) for t, e in segs if t == "FTX" and e[0] == "AAI")
+        buyer = next(e for t, e in segs if t == "NAD" and e[0] == "BY")
         return {"function": FUNCTION_OF[bgm[2]], "external_id": bgm[1], "total": moa["86"],
-                "currency": cux[0][1], "lines": sum(1 for t, _ in segs if t == "LIN")}
+                "currency": cux[0][1], "lines": sum(1 for t, _ in segs if t == "LIN"),
+                "note": note or None, "customer": (_pieces(buyer[1][:1]) if len(buyer) > 1
+                                                   and buyer[1] else None) or None}
     if kind == "x12":
         segs = read_x12(data)
         beg = next(e for t, e in segs if t == "BEG")
         amt = next(e for t, e in segs if t == "AMT" and e[0] == "TT")
         cur = next(e for t, e in segs if t == "CUR")
+        # N9*L1 then MSG texts (an..264, split between words); N1*BT N104 the buyer's id
+        texts, notes = [], False
+        for tag, elements in segs:
+            notes = (tag == "N9" and elements[0] == "L1") or (notes and tag == "MSG")
+            if notes and tag == "MSG":
+                texts.append(elements[0])
+        buyer = next(e for t, e in segs if t == "N1" and e[0] == "BT")
         return {"function": FUNCTION_OF[beg[0]], "external_id": beg[2], "total": Decimal(amt[1]),
-                "currency": cur[1], "lines": sum(1 for t, _ in segs if t == "PO1")}
+                "currency": cur[1], "lines": sum(1 for t, _ in segs if t == "PO1"),
+                "note": " ".join(texts) or None,
+                "customer": buyer[3] if len(buyer) > 3 and buyer[3] else None}
     rows = read_csv(data, delimiter)
     assert len({(r["action"], r["total"], r["external_id"]) for r in rows}) == 1, rows
     return {"function": rows[0]["action"], "external_id": rows[0]["external_id"],
-            "total": Decimal(rows[0]["total"]), "currency": rows[0]["currency"], "lines": len(rows)}
+            "total": Decimal(rows[0]["total"]), "currency": rows[0]["currency"], "lines": len(rows),
+            "note": rows[0]["note"] or None, "customer": rows[0]["customer_id"] or None}
+
+
+def _pieces(element: Any) -> str:
+    """An EDIFACT element as pydifact gives it (a string, or a list of components) as text."""
+    return element if isinstance(element, str) else "".join(str(c or "") for c in element)
 
 
 class PartnerInbox:
@@ -371,12 +399,16 @@ class PartnerInbox:
         return [m[0] for m in sorted(found, key=lambda m: (m[1], rank[m[2]]))]
 
     def records(self, external_id: str) -> list[dict[str, Any]]:
+        """The orders the partner books from this order's messages, each as its latest message
+        says: a replacement or cancellation supersedes what came before; each original opens an
+        order of its own. With the buyer's id as the customer and the free text as the note."""
         records: list[dict[str, Any]] = []
         for name in self.files(external_id):
             info = summary(self.kind, (self.folder / name).read_bytes(), self.delimiter)
             assert info["external_id"] in (external_id, external_id[:13]), info
             record = {"reference": name, "total": info["total"],
-                      "status": "cancelled" if info["function"] == "cancel" else "open"}
+                      "status": "cancelled" if info["function"] == "cancel" else "open",
+                      "customer": info["customer"], "note": info["note"]}
             if info["function"] == "new":
                 records.append(record)
             else:

@@ -3,7 +3,8 @@
 Each backend gets a fresh database per module holding a legacy order-capture schema the way
 such systems look: `orders_header` / `orders_line` with DECIMAL(12,2) money, a UNIQUE
 external key, a status column and a product table the lines refer to. The kit runs twice:
-with the full mapping (status, products) and with the least an admin must map.
+with the full mapping (status, products), with a customers table besides, and with the least
+an admin must map.
 """
 
 from __future__ import annotations
@@ -126,11 +127,14 @@ class LegacyDatabase:
                                  {"c": line["sku"], "t": line["name"]})
 
     def records(self, external_id: str) -> list[dict[str, Any]]:
+        """Header rows; the legacy schema keeps a note and a customer id, and no invoices."""
         with self.engine.connect() as conn:
-            rows = conn.execute(text("SELECT id, grand_total, state FROM orders_header "
-                                     "WHERE external_ref = :x"), {"x": external_id}).all()
+            rows = conn.execute(text("SELECT id, grand_total, state, note, customer_id "
+                                     "FROM orders_header WHERE external_ref = :x"),
+                                {"x": external_id}).all()
         return [{"reference": row[0], "total": row[1],
-                 "status": "cancelled" if row[2] == "CANCELLED" else "open"} for row in rows]
+                 "status": "cancelled" if row[2] == "CANCELLED" else "open", "note": row[3],
+                 "customer": row[4]} for row in rows]
 
     def header(self, external_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -218,6 +222,7 @@ class _SqlFixtures:
 
 class TestSqlContract(_SqlFixtures, ConnectorContract):
     kind = "sql"
+    matches_customers = False  # no customers section: the header keeps the email as given
 
     @pytest.fixture
     def config(self, legacy: LegacyDatabase) -> dict[str, Any]:
@@ -242,7 +247,23 @@ class TestSqlContractMinimal(_SqlFixtures, ConnectorContract):
     kind = "sql"
     supports_cancel = False
     maps_products = False
+    matches_customers = False
 
     @pytest.fixture
     def config(self, legacy: LegacyDatabase) -> dict[str, Any]:
         return minimal_config(legacy.render(legacy.url))
+
+
+class TestSqlContractWithCustomers(TestSqlContract):
+    """With a customers table the connector matches customers like the ERPs do (links, then a
+    verified email; an unverified one parks for identity review)."""
+
+    matches_customers = True
+
+    @pytest.fixture
+    def config(self, legacy: LegacyDatabase) -> dict[str, Any]:
+        config = full_config(legacy.render(legacy.url))
+        config["customers"] = {"table": "customers", "id_column": "id", "email_column": "email",
+                               "columns": {"name": "customer.name"}}
+        config["header"]["columns"]["customer_id"] = "customer.id"
+        return config

@@ -20,13 +20,13 @@ import pytest
 import sqlalchemy as sa
 from marshmallow import ValidationError
 from sqlalchemy import text
-from test_contract_sql import KINDS, LegacyDatabase, full_config
+from test_contract_sql import KINDS, LegacyDatabase, full_config, minimal_config
 
 from broker.schemas.order import load_order
 from connectors.base import Links
 from connectors.errors import IdentityReview, MissingMapping, PermanentError, TransientError
 from connectors.sql import SqlConfig, SqlConnector
-from connectors.testing import contract_order, push_context
+from connectors.testing import contract_order, later_version, push_context
 
 
 def connector(config: dict[str, Any]) -> SqlConnector:
@@ -325,6 +325,103 @@ def test_create_of_a_booked_row_from_another_version_applies_it(
     assert legacy.header(first["external_id"])["note"] == "version two"
     same = sql.push(second, push_context(second, version=2))  # the same version: untouched
     assert same.details.get("found")
+
+
+def test_without_a_version_column_a_later_version_after_a_lost_answer_is_told_by_content(
+        legacy: LegacyDatabase) -> None:
+    sql = connector(minimal_config(legacy.render(legacy.url)))
+    first = contract_order()
+    v1 = sql.push(first, push_context(first))
+    assert sql.push(first, push_context(first)).details.get("found")  # a retry: untouched
+    second = contract_order(first["external_id"], quantity=5,
+                            updated_at=later_version(first)["updated_at"])
+    again = sql.push(second, push_context(second, version=2))  # v2 comes as a create
+    assert again.reference == v1.reference and again.details.get("updated")
+    assert legacy.header(first["external_id"])["grand_total"] == second["totals"]["total"]
+    assert [ln["qty"] for ln in legacy.lines(first["external_id"])] == [5, 7]
+
+
+def test_a_note_the_mapping_has_no_column_for_is_reported_not_applied(
+        legacy: LegacyDatabase) -> None:
+    order = contract_order()
+    result = connector(minimal_config(legacy.render(legacy.url))).push(order, push_context(order))
+    assert result.not_applied == (
+        "the note: the mapping of connector 'legacy' has no note column (map one to the path note "
+        "under header.columns)",)
+    mapped = contract_order()
+    legacy.prepare(mapped)
+    assert connector(full_config(legacy.render(legacy.url))).push(
+        mapped, push_context(mapped)).not_applied == ()
+
+
+def test_a_cancelled_order_never_booked_without_a_status_column_writes_nothing_and_says_why(
+        legacy: LegacyDatabase) -> None:
+    order = contract_order(status="cancelled")
+    result = connector(minimal_config(legacy.render(legacy.url))).push(order, push_context(order))
+    assert legacy.records(order["external_id"]) == []
+    assert "cancelled before it was booked" in result.not_applied[0]
+    assert "status.column" in result.not_applied[0]
+
+
+def test_a_cancelled_version_after_a_lost_answer_cancels_the_row(
+        legacy: LegacyDatabase, config: dict[str, Any]) -> None:
+    order = contract_order()
+    legacy.prepare(order)
+    sql = connector(config)
+    booked = sql.push(order, push_context(order))
+    cancelled = later_version(order, status="cancelled")
+    result = sql.push(cancelled, push_context(cancelled, version=2))  # a create: v1's answer lost
+    assert result.reference == booked.reference
+    assert legacy.records(order["external_id"])[0]["status"] == "cancelled"
+    again = later_version(cancelled)
+    with pytest.raises(PermanentError, match=r"status\.column"):  # no column can say it
+        connector(minimal_config(legacy.render(legacy.url))).push(again, push_context(again, version=3))
+
+
+def test_discard_deletes_the_orders_rows_but_not_a_locked_one(
+        legacy: LegacyDatabase, config: dict[str, Any]) -> None:
+    sql = connector(config)
+    order, locked = contract_order(), contract_order()
+    for each in (order, locked):
+        legacy.prepare(each)
+        sql.push(each, push_context(each))
+    sql.discard(order, push_context(order))
+    assert legacy.records(order["external_id"]) == [] and legacy.lines(order["external_id"]) == []
+    with legacy.engine.begin() as conn:
+        conn.execute(text("UPDATE orders_header SET state = 'INVOICED' WHERE external_ref = :x"),
+                     {"x": locked["external_id"]})
+    with pytest.raises(PermanentError, match="'INVOICED'"):
+        sql.discard(locked, push_context(locked))
+    assert len(legacy.lines(locked["external_id"])) == 2
+
+
+def test_calls_per_push_covers_the_statements_of_a_push(
+        legacy: LegacyDatabase, config: dict[str, Any]) -> None:
+    config["customers"] = {"table": "customers", "id_column": "id", "email_column": "email",
+                           "columns": {"name": "customer.name"}}
+    config["header"]["columns"]["customer_id"] = "customer.id"
+    sql = connector(config)
+    sql.check()  # the tables are reflected once per connector
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    try:
+        order = contract_order()
+        legacy.prepare(order)
+        statements.clear()
+        sql.push(order, push_context(order))
+        created = len(statements)
+        statements.clear()
+        later = contract_order(order["external_id"], quantity=5,
+                               updated_at=later_version(order)["updated_at"])
+        sql.push(later, push_context(later, version=2))
+        updated = len(statements)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+    assert max(created, updated) > 0 and 2 * max(created, updated) <= SqlConnector.calls_per_push
 
 
 def test_locked_orders_are_left_to_the_back_office(legacy: LegacyDatabase,

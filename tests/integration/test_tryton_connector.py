@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 from backoffice.tryton import TrytonBackOffice, TrytonServer, shared_server
+from marshmallow import ValidationError
 
 from broker.schemas.order import load_order
 from connectors.base import Links, PushContext
-from connectors.errors import IdentityReview, MissingMapping, PermanentError
+from connectors.errors import IdentityReview, MissingMapping, MissingSetting, PermanentError
 from connectors.registry import connector_class
-from connectors.testing import contract_order, push_context
+from connectors.testing import contract_order, later_version, push_context
 from connectors.tryton import TrytonConnector
 
 D = Decimal
@@ -228,6 +229,19 @@ def test_an_unverified_email_matching_a_party_parks_for_review(server: TrytonSer
     assert server.sales(second["external_id"]) == []
 
 
+def test_a_retry_finds_the_party_its_first_attempt_created_even_with_an_unverified_email(
+        server: TrytonServer) -> None:
+    # the first attempt creates the party, then parks on the rounding gap (no adjustment_product)
+    order = order_of([("CK-WIDGET", "3", "19.99", "0.01", "4.34")], verified=False)
+    with pytest.raises(MissingSetting):
+        quick(server, adjustment_product=None).push(order, push_context(order))
+    created = parties_with(server, order["customer"]["email"])
+    assert len(created) == 1
+    quick(server).push(order, push_context(order, attempt=2))  # the setting was saved
+    assert sale_of(server, order)["party"] == created[0]
+    assert parties_with(server, order["customer"]["email"]) == created
+
+
 def test_an_unknown_sku_parks_before_anything_is_written(server: TrytonServer) -> None:
     sku = f"NOPE-{uuid.uuid4().hex[:6]}"
     order = order_of([(sku, "1", "5.00", "0", "0.36")])
@@ -369,3 +383,170 @@ def test_a_tryton_warning_stops_unless_accepted_and_the_booking_resumes(server: 
     sale = sale_of(server, order)
     assert sale["invoice_state"] == "paid" and sale["total_amount"] == order["totals"]["total"]
     assert " / " in result.reference
+
+
+# --- settings park, whatever the line ---------------------------------------------------------------
+@pytest.mark.parametrize(("setting", "order_kwargs"), [
+    ("discount_product", {"discount": "1.00"}),
+    ("shipping_product", {}),
+])
+def test_a_missing_product_setting_parks_on_that_setting_and_books_once_set(
+        server: TrytonServer, setting: str, order_kwargs: dict[str, Any]) -> None:
+    lines = [("CK-WIDGET", "1", "10.00", "0", "0.73")]
+    order = order_of(lines, **order_kwargs)
+    with pytest.raises(MissingSetting) as caught:
+        quick(server, **{setting: None}).push(order, push_context(order))
+    assert caught.value.key == setting and setting in str(caught.value)
+    assert server.sales(order["external_id"]) == []
+    quick(server).push(order, push_context(order))  # the configuration was saved with it
+    assert sale_of(server, order)["total_amount"] == order["totals"]["total"]
+
+
+def test_a_setting_naming_no_product_parks_too(server: TrytonServer) -> None:
+    order = order_of(WIDGETS, discount="1.00")
+    with pytest.raises(MissingSetting) as caught:
+        quick(server, discount_product="NO-SUCH-PRODUCT").push(order, push_context(order))
+    assert caught.value.key == "discount_product" and "NO-SUCH-PRODUCT" in str(caught.value)
+    assert server.sales(order["external_id"]) == []
+
+
+def test_a_rounding_gap_without_adjustment_product_parks_and_leaves_no_draft(
+        server: TrytonServer) -> None:
+    order = order_of([("CK-WIDGET", "3", "19.99", "0.01", "4.34")])  # Tryton rounds to 4.35
+    with pytest.raises(MissingSetting) as caught:
+        quick(server, adjustment_product=None).push(order, push_context(order))
+    assert caught.value.key == "adjustment_product" and "-0.01" in str(caught.value)
+    assert server.sales(order["external_id"]) == []
+
+
+# --- notes ---------------------------------------------------------------------------------------
+def test_a_note_change_on_a_processed_sale_reaches_its_comment(server: TrytonServer) -> None:
+    order = order_of(WIDGETS, note="leave at the door")
+    booked = make(server).push(order, push_context(order))
+    changed = later_version(order, note="ring twice")
+    result = make(server).push(changed, push_context(changed, action="update",
+                                                      reference=booked.reference, version=2))
+    sale = sale_of(server, order)
+    assert sale["state"] == "processing" and sale["comment"] == "ring twice"
+    assert result.not_applied == () and result.reference == booked.reference
+
+
+def test_an_address_change_on_a_processed_sale_is_reported_not_applied(server: TrytonServer) -> None:
+    order = order_of(WIDGETS)
+    booked = make(server).push(order, push_context(order))
+    moved = later_version(order, shipping_address={**order["shipping_address"], "line1": "1 New Rd"})
+    result = make(server).push(moved, push_context(moved, action="update",
+                                                  reference=booked.reference, version=2))
+    assert len(result.not_applied) == 1
+    assert result.not_applied[0].startswith("the shipping address: Tryton keeps the addresses")
+    unchanged = later_version(moved, shipping_address=order["shipping_address"])
+    assert make(server).push(unchanged, push_context(
+        unchanged, action="update", reference=booked.reference, version=3)).not_applied == ()
+
+
+def test_a_create_finding_its_open_sale_applies_a_note_only_change(server: TrytonServer) -> None:
+    order = order_of(WIDGETS, note="first")
+    quick(server).push(order, push_context(order))  # its answer was lost
+    changed = later_version(order, note="second")
+    result = quick(server).push(changed, push_context(changed, version=2))  # so v2 is a create
+    assert sale_of(server, order)["comment"] == "second" and result.not_applied == ()
+
+
+# --- races and Tryton's own errors ---------------------------------------------------------------
+def test_a_party_code_taken_by_a_concurrent_worker_is_retried_not_dead_lettered(
+        server: TrytonServer) -> None:
+    """Two workers draw the same party code from trytond's sequence (SQLite takes no lock): the
+    loser's create fails on the unique code, and the winner's code is committed by then."""
+    sequence = server.rpc("model.party.configuration.read", [1], ["party_sequence"])[0]["party_sequence"]
+    connector = quick(server)
+    real_call, raced = connector.rpc.call, []
+
+    def other_worker_first(method: str, *params: Any, context: Any = None) -> Any:
+        if method != "model.party.party.create" or raced:
+            return real_call(method, *params, context=context)
+        raced.append(method)
+        drawn = server.rpc("model.ir.sequence.read", [sequence], ["number_next"])[0]["number_next"]
+        server.rpc("model.party.party.create", [{"name": "The other worker's customer"}])
+        # this worker read the sequence before the other one committed its draw
+        server.rpc("model.ir.sequence.write", [sequence], {"number_next": drawn})
+        try:
+            return real_call(method, *params, context=context)
+        finally:  # this worker's transaction rolled back; the other one's draw stands
+            server.rpc("model.ir.sequence.write", [sequence], {"number_next": drawn + 1})
+
+    connector.rpc.call = other_worker_first  # type: ignore[method-assign]
+    order = order_of(WIDGETS)
+    connector.push(order, push_context(order))
+    assert raced, "the race was not played"
+    party, = server.read("party.party", [sale_of(server, order)["party"]], ["code", "name"])
+    assert party["name"] == "Bo Ng"
+    assert len(server.search_read("party.party", [("code", "=", party["code"])], ["id"])) == 1
+
+
+def test_a_sale_tryton_fails_to_process_dead_letters_saying_where_to_look_then_resumes(
+        server: TrytonServer) -> None:
+    """A product without a revenue account: Tryton's processing task fails after confirmation
+    (it only logs why), and the booking user may not press Process."""
+    sku = f"NOACC-{uuid.uuid4().hex[:6]}"
+    unit = server.read("product.product", [server.facts["products"]["CK-WIDGET"]], ["default_uom"])[0]
+    template, = server.rpc("model.product.template.create", [{
+        "name": sku, "code": sku, "type": "service", "salable": True, "list_price": D("5"),
+        "default_uom": unit["default_uom"], "sale_uom": unit["default_uom"],
+        "products": [("create", [{}])]}])
+    order = order_of([(sku, "1", "5.00", "0", "0")], shipping=None)
+    with pytest.raises(PermanentError) as caught:
+        make(server).push(order, push_context(order))
+    message = str(caught.value)
+    assert "trytond log" in message and "Process" in message and "Sales Administrator" in message
+    assert sale_of(server, order)["state"] == "confirmed"
+    # the integrator gives the product its category (and so its accounts); the replay finishes
+    category = server.read("product.template", [server.read(
+        "product.product", [server.facts["products"]["FOBO-SHIP"]], ["template"])[0]["template"]],
+        ["account_category"])[0]["account_category"]
+    server.rpc("model.product.template.write", [template], {"account_category": category})
+    make(server).push(order, push_context(order))
+    sale = sale_of(server, order)
+    assert sale["state"] in ("processing", "done") and sale["invoice_state"] == "paid"
+
+
+@pytest.mark.parametrize("suffix", ["/fobo", "/fobo/rpc/", "/rpc", "/#fobo", "/sao/"])
+def test_a_url_naming_the_database_or_an_endpoint_is_refused_saying_what_to_change(
+        server: TrytonServer, suffix: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        TrytonConnector.Config().load(server.connector_config(url=server.url + suffix))
+    message = str(caught.value.messages["url"])
+    assert f"remove '{suffix}'" in message and server.url in message
+
+
+def test_a_url_with_a_wrong_prefix_says_what_to_change_not_the_raw_page(server: TrytonServer) -> None:
+    with pytest.raises(PermanentError) as caught:
+        quick(server, url=f"{server.url}/erp").check()
+    message = str(caught.value)
+    assert "<html" not in message and "405" in message
+    assert f"Set url to the server's address, e.g. {server.url}" in message
+
+
+# --- the lease and scratch runs ------------------------------------------------------------------
+def test_calls_per_push_covers_a_booking_through_to_a_paid_invoice(server: TrytonServer) -> None:
+    def requests() -> int:  # trytond logs every request it serves
+        return server.log.read_text(errors="replace").count('"POST /fobo/')
+
+    before = requests()
+    order = contract_order()
+    make(server).push(order, push_context(order))
+    made = requests() - before
+    assert sale_of(server, order)["invoice_state"] == "paid"
+    assert 0 < made <= TrytonConnector.calls_per_push, made
+
+
+def test_discard_deletes_open_sales_and_says_what_a_processed_one_keeps(server: TrytonServer) -> None:
+    quoted = order_of(WIDGETS)
+    quick(server).push(quoted, push_context(quoted))
+    quick(server).discard(quoted, push_context(quoted))
+    assert server.sales(quoted["external_id"]) == []
+    processed = order_of(WIDGETS)
+    booked = make(server).push(processed, push_context(processed))
+    with pytest.raises(PermanentError) as caught:
+        make(server).discard(processed, push_context(processed))
+    assert booked.reference in str(caught.value) and "invoice" in str(caught.value)
+    assert sale_of(server, processed)["state"] == "processing"

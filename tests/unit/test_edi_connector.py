@@ -22,7 +22,7 @@ from marshmallow import ValidationError
 
 from broker.schemas.order import dump_order, load_order
 from connectors.base import Link, Links, PushContext
-from connectors.edi import EdiConfig, EdiConnector, safe_id
+from connectors.edi import DEFAULTS, EdiConfig, EdiConnector, safe_id
 from connectors.errors import PermanentError, TransientError
 from connectors.testing import contract_order, push_context
 
@@ -182,8 +182,9 @@ def test_bgm_function_follows_create_update_and_cancel(connect: Callable[..., Ed
     assert [r.reference.split("_")[3] for r in (created, updated, gone)] == ["new", "replace",
                                                                              "cancel"]
     inbox = PartnerInbox(outbox, "edifact", "ORDERS", "edi")
-    assert inbox.records(order["external_id"]) == [
-        {"reference": gone.reference, "total": later["totals"]["total"], "status": "cancelled"}]
+    record, = inbox.records(order["external_id"])
+    assert (record["reference"], record["total"], record["status"]) == (
+        gone.reference, later["totals"]["total"], "cancelled")
 
 
 def test_a_cancelled_order_never_booked_is_sent_as_a_cancellation(
@@ -424,6 +425,61 @@ def test_links_and_mappings_shape_the_message(connect: Callable[..., EdiConnecto
                                  Link("customer", email_key, "PARTNER-CUST-7")}
 
 
+# --- versions after a lost answer, notes, discard -------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["edifact", "x12", "csv"])
+def test_a_later_version_arriving_as_a_create_replaces_instead_of_a_second_original(
+        fmt: str, connect: Callable[..., EdiConnector], outbox: Path) -> None:
+    connector = connect(fmt)
+    first = contract_order()
+    connector.push(first, push_context(first))  # its answer was lost: no reference
+    later = contract_order(first["external_id"], quantity=5,
+                           updated_at=first["updated_at"].replace(year=2027))
+    result = connector.push(later, push_context(later, version=2))  # so it comes as a create
+    again = connect(fmt).push(later, push_context(later, version=2, attempt=2))
+    assert result.details["function"] == "replace" and not again.details["written"]
+    assert again.reference == result.reference and len(files(outbox)) == 2
+    inbox = PartnerInbox(outbox, fmt, DEFAULTS[fmt]["prefix"], DEFAULTS[fmt]["extension"])
+    record, = inbox.records(first["external_id"])
+    assert (record["reference"], record["total"]) == (result.reference, later["totals"]["total"])
+
+
+@pytest.mark.parametrize("fmt", ["edifact", "x12", "csv"])
+def test_the_note_reaches_the_partner_in_every_format(
+        fmt: str, connect: Callable[..., EdiConnector], outbox: Path) -> None:
+    note = "ring twice, then leave it with the neighbour " + "and say hello " * 30
+    order = contract_order()
+    order = {**order, "note": note.strip()}
+    connect(fmt).push(order, push_context(order))
+    inbox = PartnerInbox(outbox, fmt, DEFAULTS[fmt]["prefix"], DEFAULTS[fmt]["extension"])
+    assert inbox.records(order["external_id"])[0]["note"] == note.strip()
+
+
+def test_x12_carries_the_note_in_an_n9_loop_before_the_buyer(
+        connect: Callable[..., EdiConnector], outbox: Path) -> None:
+    order = contract_order()
+    segs = read_x12(written(connect("x12").push(order, push_context(order)), outbox))
+    tags = [t for t, _ in segs]
+    assert tags.index("N9") < tags.index("MSG") < tags.index("N1")
+    assert dict(segs)["N9"] == ["L1", "NOTES"] and dict(segs)["MSG"] == ["contract kit"]
+
+
+def test_discard_sends_one_cancellation_and_deletes_nothing(
+        connect: Callable[..., EdiConnector], outbox: Path) -> None:
+    connector = connect("edifact")
+    order = contract_order()
+    booked = connector.push(order, push_context(order))
+    connector.discard(order, push_context(order))
+    connector.discard(order, push_context(order))  # the latest message cancels it already
+    names = files(outbox)
+    assert booked.reference in names and [n.split("_")[3] for n in names] == ["cancel", "new"]
+    inbox = PartnerInbox(outbox, "edifact", "ORDERS", "edi")
+    assert inbox.records(order["external_id"])[0]["status"] == "cancelled"
+    never = contract_order()
+    connector.discard(never, push_context(never))  # nothing was sent: nothing to say
+    assert len(files(outbox)) == 2
+
+
 # --- SFTP ----------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -558,3 +614,19 @@ def test_config_errors_name_the_field(config: dict[str, Any], field: str, says: 
         EdiConfig().load(config)
     assert field in caught.value.messages and says in str(caught.value.messages[field])
     assert "secret-not-a-key" not in str(caught.value.messages)
+
+
+def test_calls_per_push_covers_an_sftp_push_with_a_ledger(connect: Callable[..., EdiConnector],
+                                                          sftp: FakeSftpServer) -> None:
+    session = 5  # TCP connect, banner, key exchange, authentication, the sftp channel
+    connector = connect("edifact", **sftp_config(sftp, ledger_path="sent"))
+    order = contract_order()
+    connector.push(order, push_context(order))
+    later = contract_order(order["external_id"], quantity=5,
+                           updated_at=order["updated_at"].replace(year=2027))
+    sftp.requests.clear()
+    connector.close()  # a fresh session, as a new worker would open
+    connector.push(later, push_context(later, version=2))
+    made = len(sftp.requests) + session * len(sftp.logins[1:])
+    assert ("posix_rename", f"/in/{connector.lookup(later)}") in sftp.requests
+    assert 0 < made <= EdiConnector.calls_per_push, sftp.requests
