@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,42 @@ STACKS = {
     "pg-rabbitmq": ("postgresql", "rabbitmq"),
     "mariadb-redis": ("mariadb", "redis"),
 }
+
+
+# Left out of the fast tier (`python -m pytest -m "not slow"`), with why: each of these waits on
+# real time (token expiries, leases after kill -9, retries), starts real servers (trytond, the
+# OpenID provider, Chromium, gunicorn) or pushes dozens of orders. CI runs them all. A test may
+# also carry @pytest.mark.slow itself.
+SLOW = (
+    "tests/browser/",                                      # Chromium
+    "tests/integration/test_custody.py",                   # real access-token expiries
+    "tests/integration/test_tryton_pipeline.py",           # trytond + workers
+    "tests/integration/test_contract_tryton.py",           # trytond (test_tryton_connector stays)
+    "tests/integration/test_admin_api.py::test_schema_driven_requests",  # schemathesis
+    "tests/integration/test_reliability.py::test_worker_kill_9",
+    "tests/integration/test_reliability.py::test_embedded_broker_up_survives",
+    "tests/integration/test_reliability.py::test_purged_queue",
+    "tests/integration/test_reliability.py::test_duplicate_webhook_storm",
+    "tests/integration/test_reliability.py::test_back_office_503",
+    "tests/integration/test_pipeline.py::test_connectors_created_while",
+    "tests/integration/test_observability.py::test_metrics_add_up",
+    "tests/integration/test_channel_lifecycle.py::test_channel_api_outage",
+    "tests/integration/test_channel_lifecycle.py::test_scheduled_catch_up",
+    "tests/integration/test_channel_matrix.py::test_webhook_and_catch_up",
+    "tests/integration/test_oauth_tokens.py::test_rotation_keeps_old_tokens",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one test process per core, at most three (each test may start broker workers,
+    a gateway and back offices of its own; more would only queue for the CPU and the databases)."""
+    return max(1, min(3, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -68,6 +105,12 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 @pytest.fixture(params=["embedded", "pg-redis", "pg-rabbitmq"])
 def any_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     """Each supported deployment: embedded, PostgreSQL + Redis, PostgreSQL + RabbitMQ."""
+    yield from _stack(tmp_path, request.param)
+
+
+@pytest.fixture(params=sorted(STACKS))
+def every_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """Every database/queue pair, MariaDB + Redis included, with workers."""
     yield from _stack(tmp_path, request.param)
 
 

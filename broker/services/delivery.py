@@ -295,7 +295,8 @@ def _settle(rt: Runtime, connector: Connector, outcome: Outcome, now: datetime,
         outcome.error = f"gave up after {claim.attempt} attempts; last error: {outcome.error}"
     next_at = now
     step = status if status in ("booked", "dead", "parked") else "retry"
-    if status == "booked" and outcome.not_applied and claim.action != "create":
+    if status == "booked" and outcome.not_applied and (claim.action != "create"
+                                                       or not outcome.reference):
         step = "not applied"  # a change the back office did not take is not a booking
         message = (f"not applied in {connector.name}: {'; '.join(outcome.not_applied)} (the back "
                    f"office keeps {outcome.reference}; attempt {claim.attempt})")

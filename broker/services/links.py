@@ -15,6 +15,7 @@ from broker.models import Connector, Delivery, DeliveryStatus, IdentityLink, Ord
 from broker.services import audit, timeline
 from broker.services.sources import SetupError
 from connectors.base import LINK_KINDS, Link, Links
+from connectors.errors import MissingSetting
 from connectors.identity import ANCHORS, customer_keys
 
 
@@ -122,8 +123,11 @@ def add_mapping(db: Database, connector_name: str, kind: str, key: str, value: s
             link = session.get(IdentityLink, link_id)
             before = {"value": link.value, "origin": link.origin}
             link.value, link.origin, link.updated_at = value, "admin", now
-        resumed = resume_parked(session, connector, kind, [key],
-                                f"{kind} {key} mapped to {value} in {connector.name} by {actor}", now)
+        why = f"{kind} {key} mapped to {value} in {connector.name} by {actor}"
+        resumed = resume_parked(session, connector, kind, [key], why, now)
+        # A mapping may stand in for a setting (a shipping method mapped instead of a default
+        # shipping product): orders parked on a missing setting try again too.
+        resumed += resume_parked(session, connector, MissingSetting.KIND, None, why, now)
         audit.record(session, actor=actor, action="mapping.add", target_type="mapping",
                      target=f"{connector.name}/{kind}/{key}", before=before,
                      after={"connector": connector.name, "kind": kind, "key": key, "value": value,

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from broker.models import Connector, Delivery, DeliveryStatus, Order
 
 
-def test_signed_webhook_is_booked_once_with_its_journey(any_stack, sink):
-    stack = any_stack
+def test_signed_webhook_is_booked_once_with_its_journey(every_stack, sink):
+    stack = every_stack
     secret = stack.source("shop")
     stack.http_connector("erp", sink.url + "/orders")
     stack.route("shop", "erp")

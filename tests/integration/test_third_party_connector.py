@@ -64,7 +64,8 @@ class FolderBackOffice:
         if not path.exists():
             return []
         doc = json.loads(path.read_text())
-        return [{"reference": path.stem, "total": doc["total"], "status": doc["status"]}]
+        return [{"reference": path.stem, "total": doc["total"], "status": doc["status"],
+                 "customer": doc["customer"], "note": doc.get("note")}]
 
 
 class TestThirdPartyConnectorContract(ConnectorContract):

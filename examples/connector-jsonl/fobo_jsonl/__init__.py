@@ -1,8 +1,9 @@
 """A folder as a back office: the minimal connector every other one is built like.
 
 It shows the whole contract: a config schema with a secret, `check()`, an idempotent `push()`
-keyed by the order's external id, `lookup()`, updates, cancellation, identity links for
-customers (learned when created) and products (a SKU without a product parks the delivery).
+keyed by the order's external id (a record already there is updated with the version pushed),
+`lookup()`, updates, cancellation, identity links for customers (learned when created; an
+unverified email never matches) and products (a SKU without a product parks the delivery).
 """
 
 from __future__ import annotations
@@ -72,10 +73,9 @@ class JsonlConnector(Connector):
         return self._file(order).stem if self._file(order).exists() else None
 
     def push(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
+        """Create or update: a record found by external key (an earlier version whose answer
+        was lost, or a retry) is rewritten with this version, never returned as it is."""
         self.check()
-        existing = self.lookup(order)
-        if existing and ctx.action == "create":
-            return PushResult(existing)
         customers = self._read("customers.json", {})
         anchors = self.config.get("customer_anchors")
         customer = resolve_customer(order, ctx, anchors=anchors, search_by_email=lambda email: [
@@ -92,6 +92,7 @@ class JsonlConnector(Connector):
         self._write(self._file(order), {
             "external_id": order["external_id"], "customer": customer, "status": order.get("status"),
             "currency": order["currency"], "total": str(order["totals"]["total"]),
+            "note": order.get("note"),
             "lines": [{"product": products[line.get("sku") or line.get("name")],
                        "quantity": str(line["quantity"]), "unit_price": str(line["unit_price"])}
                       for line in order["lines"]]})
