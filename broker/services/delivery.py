@@ -138,8 +138,7 @@ def claim(session: Session, connector: Connector, *, limit: int, lease_seconds: 
         return []
     busy_orders = {order_id for order_id, _, _ in held}
     busy_keys = {key for _, key, _ in held if key}
-    candidates = select(Delivery.id, Delivery.order_id, Delivery.serial_key, Delivery.attempts,
-                        OrderVersion.version).join(
+    candidates = select(Delivery.id, Delivery.order_id, Delivery.serial_key, OrderVersion.version).join(
         OrderVersion, OrderVersion.id == Delivery.order_version_id).where(
         Delivery.connector_id == connector.id)
     rows = [*session.execute(candidates.where(
