@@ -238,8 +238,8 @@ class EdiConnector(Connector):
 
         Raises: TransientError, PermanentError.
         """
-        digest = fmt.order_digest(order)[:12]
-        found = [m for m in self._sent(order) if m["digest"] == digest]
+        version = fmt.order_digest(order)[:12]  # names the version's content; no secret
+        found = [m for m in self._sent(order) if m["version"] == version]
         return found[-1][0] if found else None
 
     def discard(self, order: Mapping[str, Any], ctx: PushContext) -> None:
@@ -275,7 +275,7 @@ class EdiConnector(Connector):
 
     def _pattern(self, order: Mapping[str, Any], *, digest: str = r"[0-9a-f]{12}") -> re.Pattern[str]:
         return re.compile(rf"^{re.escape(self.prefix)}_{re.escape(safe_id(order['external_id']))}_"
-                          rf"(?P<stamp>{_STAMP})_(?P<kind>new|replace|cancel)_(?P<digest>{digest})"
+                          rf"(?P<stamp>{_STAMP})_(?P<kind>new|replace|cancel)_(?P<version>{digest})"
                           rf"\.{re.escape(self.extension)}$")
 
     def render(self, order: Mapping[str, Any], ctx: PushContext,
@@ -330,11 +330,11 @@ class EdiConnector(Connector):
     def _deliver(self, order: Mapping[str, Any], ctx: PushContext, function: str) -> PushResult:
         folder = self.folder()
         sent = self._sent(order)
-        digest = fmt.order_digest(order)[:12]
+        version = fmt.order_digest(order)[:12]
         if function == "new" and sent:
             # The partner has a message for this order already (an earlier answer was lost): a
             # second original would be a second order, so this version replaces the first.
-            mine = [m for m in sent if m["digest"] == digest]
+            mine = [m for m in sent if m["version"] == version]
             function = mine[-1]["kind"] if mine else "replace"
         data, links = self.render(order, ctx, function)
         name = self.file_name(order, function)
