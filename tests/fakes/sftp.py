@@ -197,13 +197,23 @@ class _Files(paramiko.SFTPServerInterface):
         self.fake.requests.append((what, path))
 
     def list_folder(self, path: str) -> Any:
+        """Entries that vanish while the folder is read (another client's temporary file just
+        renamed) are left out, as OpenSSH's sftp-server does (process_readdir: an entry whose
+        lstat fails is skipped), instead of failing the whole listing."""
         self._note("list", path)
         try:
             folder = self.fake.local(path)
-            return [paramiko.SFTPAttributes.from_stat(os.stat(os.path.join(folder, name)), name)
-                    for name in os.listdir(folder)]
+            names = os.listdir(folder)
         except OSError as exc:
             return paramiko.SFTPServer.convert_errno(exc.errno)
+        entries = []
+        for name in names:
+            try:
+                entries.append(paramiko.SFTPAttributes.from_stat(
+                    os.lstat(os.path.join(folder, name)), name))
+            except FileNotFoundError:
+                continue
+        return entries
 
     def stat(self, path: str) -> Any:
         self._note("stat", path)

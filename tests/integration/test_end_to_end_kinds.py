@@ -243,6 +243,9 @@ def test_fifty_orders_end_in_the_back_office_exactly_as_the_broker_says(kind: Ki
     wait_until(lambda: settled(stack, planned, 2), timeout=600, message="second versions settled")
 
     final, booked = outcomes(stack), booked_versions(stack)
+    with stack.runtime.db.begin() as session:
+        errors = dict(session.query(Order.external_id, Delivery.last_error).join(
+            Delivery, Delivery.order_id == Order.id).filter(Delivery.last_error.is_not(None)).all())
     problems = []
     for p in planned:
         ext = p.versions[0]["external_id"]
@@ -265,7 +268,7 @@ def test_fifty_orders_end_in_the_back_office_exactly_as_the_broker_says(kind: Ki
         must_book = p.scenario not in kind.declines and not (
             p.scenario == "unverified known email" and kind.matches_customers)
         if must_book and status != DeliveryStatus.BOOKED:
-            problems.append(f"{p.scenario} {ext}: {status}, expected booked")
+            problems.append(f"{p.scenario} {ext}: {status}, expected booked ({errors.get(ext)})")
     assert not problems, "\n".join(problems)
 
     if kind.matches_customers:
