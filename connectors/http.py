@@ -146,6 +146,7 @@ class HttpConnector(Connector):
     kind = "http"
     title = "HTTP / REST back office"
     Config = HttpConfig
+    clock = staticmethod(time.monotonic)  # when cached tokens are due (tests move it)
 
     def __init__(self, config: Mapping[str, Any], *, name: str = "") -> None:
         super().__init__(config, name=name)
@@ -333,9 +334,9 @@ class HttpConnector(Connector):
     def _access_token(self) -> str:
         """The cached client-credentials token, fetched again shortly before it expires."""
         with self._lock:
-            if self._token is None or time.monotonic() >= self._token_renew_at:
+            if self._token is None or self.clock() >= self._token_renew_at:
                 self._token, lifetime = self._fetch_token()
-                self._token_renew_at = time.monotonic() + (
+                self._token_renew_at = self.clock() + (
                     lifetime - min(30.0, lifetime / 2) if lifetime > 0 else math.inf)
             return self._token
 

@@ -248,13 +248,16 @@ def test_oauth2_refetches_the_token_once_after_a_401(sink, connect):
 
 
 def test_oauth2_token_is_renewed_before_it_expires(sink, connect):
-    sink.require_oauth("broker", SECRET, expires_in=1)
+    sink.require_oauth("broker", SECRET, expires_in=60)
     connector = connect(auth=oauth(sink))
     connector.push(make_order("1"), ctx(key="a"))
-    time.sleep(0.6)  # a 1 s token is renewed once half its life is gone
     connector.push(make_order("2"), ctx(key="b"))
+    assert sink.token_requests == 1  # cached
+    start = time.monotonic()
+    connector.clock = lambda: start + 31  # a 60 s token is renewed 30 s before it expires
+    connector.push(make_order("3"), ctx(key="c"))
     assert sink.token_requests == 2
-    assert sink.creates == {"1": 1, "2": 1}
+    assert sink.creates == {"1": 1, "2": 1, "3": 1}
 
 
 def test_oauth2_wrong_client_secret_is_permanent_about_credentials(sink, connect):
