@@ -48,6 +48,7 @@ class Settings:
     web_worker_class: str
     worker_concurrency: int
     allow_private_networks: bool
+    allowed_private_hosts: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -113,6 +114,17 @@ def _check_url(var: str, url: str, schemes: tuple[str, ...]) -> None:
         raise ConfigError(f"{var}={url.split('@')[-1]!r}: scheme must be one of {', '.join(schemes)}")
 
 
+def _allowed_hosts(raw: object) -> tuple[str, ...]:
+    """BROKER_ALLOWED_PRIVATE_HOSTS, each entry checked (connectors.allowlist says how)."""
+    from connectors.allowlist import parse_entries
+
+    text = ",".join(str(v) for v in raw) if isinstance(raw, list | tuple) else str(raw or "")
+    try:
+        return tuple(str(entry) for entry in parse_entries(text))
+    except ValueError as exc:
+        raise ConfigError(f"BROKER_ALLOWED_PRIVATE_HOSTS: {exc}") from None
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build validated settings from defaults, the environment and explicit overrides."""
     env = os.environ if environ is None else environ
@@ -133,9 +145,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
              "retry_cap": float, "claim_batch": int, "token_ttl": int, "session_ttl": int, "log_json": bool,
              "web_workers": int, "worker_concurrency": int,
              "allow_private_networks": bool}
-    clean: dict[str, object] = {"data_dir": data_dir}
+    clean: dict[str, object] = {"data_dir": data_dir,
+                                "allowed_private_hosts": _allowed_hosts(values.get("allowed_private_hosts"))}
     for field in dataclasses.fields(Settings):
-        if field.name in ("data_dir", "secret_keys"):
+        if field.name in ("data_dir", "secret_keys", "allowed_private_hosts"):
             continue
         raw = values.get(field.name, "")
         value = _coerce(field.name, raw, kinds.get(field.name, str))
