@@ -50,6 +50,7 @@ from connectors.identity import (
     resolve_customer,
     resolve_products,
 )
+from connectors.ssrf import guard_engine
 
 log = logging.getLogger(__name__)
 CHECK_KEY = "fobo-broker-check"
@@ -975,6 +976,7 @@ class SqlConnector(Connector):
                 self._engine = sa.create_engine(
                     self._url, pool_pre_ping=True, pool_recycle=1800, hide_parameters=True,
                     connect_args=self._connect_args())
+                guard_engine(self._engine)  # the SSRF guard checks the host at each connect
                 # A connector dropped without close() still closes its pooled connections.
                 self._dispose = weakref.finalize(self, self._engine.dispose)
             return self._engine
