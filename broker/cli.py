@@ -94,6 +94,22 @@ def _celery_cmd(s: Settings, concurrency: int, beat: bool, queues: str | None) -
     return cmd
 
 
+def _child_env(s: Settings, **extra: str) -> dict[str, str]:
+    """The environment of the gateway and worker processes. Celery warns about root on stderr
+    before any logging exists; the broker says it once, in its own log format, instead."""
+    import logging
+
+    from broker.logging import setup_logging
+
+    setup_logging(s.log_level, s.log_json)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        logging.getLogger("broker.cli").warning(
+            "running as root: run the broker under a user of its own in production")
+    warnings = [w for w in (os.environ.get("PYTHONWARNINGS"),
+                            "ignore:You're running the worker with superuser privileges") if w]
+    return {**os.environ, "PYTHONWARNINGS": ",".join(warnings), **extra}
+
+
 def addresses(s: Settings) -> dict[str, str]:
     """Where people and channels reach this broker."""
     base = s.public_url
@@ -121,7 +137,7 @@ def up() -> None:
     """Embedded mode: migrate, then run gateway, worker and sweeper until Ctrl-C."""
     s = _prepared()
     upgrade_database(s)
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": _metrics_dir(s, clean=True)}
+    env = _child_env(s, PROMETHEUS_MULTIPROC_DIR=_metrics_dir(s, clean=True))
     worker_class = "gthread" if s.embedded else s.web_worker_class
     web_workers = 1 if s.embedded else s.web_workers
     where = addresses(s)
@@ -183,9 +199,10 @@ def serve(workers: int | None, worker_class: str | None) -> None:
 def worker(concurrency: int | None, beat: bool, queues: str | None) -> None:
     """Scaled mode: a Celery worker (same as `celery -A workers worker`)."""
     s = _prepared()
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _metrics_dir(s, clean=False))
+    env = _child_env(s, PROMETHEUS_MULTIPROC_DIR=os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                     or _metrics_dir(s, clean=False))
     cmd = _celery_cmd(s, concurrency or s.worker_concurrency, beat, queues)
-    os.execv(cmd[0], cmd)
+    os.execve(cmd[0], cmd, env)
 
 
 @broker_group.command("beat")
