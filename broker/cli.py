@@ -283,10 +283,11 @@ def keys_generate() -> None:
 def keys_rotate(as_json: bool) -> None:
     """Rotate the access-token signing key: new tokens use a new key; the old one stays in the
     JWKS until its last token expires. Gateways pick the new key up within seconds."""
-    from broker.cli_common import actor
+    from broker.cli_common import actor, app_extension
     from broker.identity.server import TokenService
 
-    report = TokenService(rt()).keys.rotate(actor=actor())
+    service = app_extension("broker_tokens") or TokenService(rt())
+    report = service.keys.rotate(actor=actor())
     out(report, as_json, f"new signing key {report['kid']} ({report['alg']}); "
         + (f"retired {', '.join(report['retired'])}, published until {report['publish_until']}"
            if report["retired"] else "no previous key"))

@@ -26,21 +26,30 @@ _state: dict[str, Any] = {}
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 
 
-def _flask_runtime() -> Runtime | None:
-    """The runtime of the Flask app this command runs in (`flask --app broker broker …`, or a
-    test's CLI runner), if any; never imports Flask for the plain `broker` command."""
+def _flask_app() -> Any:
+    """The Flask app this command runs in (`flask --app broker broker …`, or a test's CLI
+    runner), if any; never imports Flask for the plain `broker` command."""
     if "flask" not in sys.modules:
         return None
     from flask import current_app, has_app_context
     from flask.cli import ScriptInfo
 
     if has_app_context():
-        return current_app.extensions["broker"]
+        return current_app._get_current_object()  # type: ignore[attr-defined]
     ctx = click.get_current_context(silent=True)
     info = ctx.find_object(ScriptInfo) if ctx else None
-    if info is None:
-        return None
-    return info.load_app().extensions["broker"]
+    return info.load_app() if info is not None else None
+
+
+def app_extension(name: str) -> Any:
+    """An extension of that Flask app (e.g. its token service, whose key cache it shares)."""
+    app = _flask_app()
+    return app.extensions.get(name) if app is not None else None
+
+
+def _flask_runtime() -> Runtime | None:
+    app = _flask_app()
+    return app.extensions["broker"] if app is not None else None
 
 
 def settings(*, create_key: bool = False) -> Settings:
