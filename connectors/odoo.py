@@ -849,7 +849,7 @@ class OdooConnector(Connector):
             raise PermanentError(
                 f"Odoo prices {_label(order)} in {currency} (the customer's pricelist) but the "
                 f"order is in {order['currency']}; add pricelists: {{{order['currency']}: "
-                "PRICELIST_ID}} (a pricelist in that currency) to the connector, then replay")
+                "PRICELIST_ID} (a pricelist in that currency) to the connector, then replay")
         return so
 
     def _sync(self, so: dict[str, Any], order: Mapping[str, Any], wants: list[_Want],
