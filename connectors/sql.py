@@ -777,8 +777,8 @@ class SqlConnector(Connector):
         def search(email: str) -> list[str]:
             query = sa.select(id_col).where(sa.func.lower(email_col) == email).limit(6)
             return [str(v) for v in conn.execute(query).scalars()]
-        found = resolve_customer(subject.order, subject.ctx,
-                                 anchors=self.settings["customer_anchors"], search_by_email=search)
+        found = resolve_customer(subject.order, subject.ctx, anchors=self.settings["customer_anchors"],
+                                 search_by_email=search, connector=self.name)
         if found is not None:
             return found
         values = self._values(cols, subject, insert=True)
