@@ -376,6 +376,7 @@ def _register() -> None:
         events_group,
         orders_group,
         parked_group,
+        problems_command,
     )
     from broker.cli_setup import (
         clients_group,
@@ -385,7 +386,7 @@ def _register() -> None:
         sources_group,
     )
 
-    order = [orders_group, deliveries_group, dead_letters_group, parked_group, events_group,
+    order = [problems_command, orders_group, deliveries_group, dead_letters_group, parked_group, events_group,
              sources_group, connectors_group, routes_group, mappings_group, clients_group,
              users_group, issuers_group]
     commands = dict(broker_group.commands)

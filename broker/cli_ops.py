@@ -318,3 +318,24 @@ def events_reprocess(event_id: str, as_json: bool) -> None:
     data = {"event_id": event_id, "status": result.status, "error": result.error,
             "orders": [o.order_id for o in result.outcomes]}
     out(data, as_json, f"event {event_id}: {result.status}" + (f" ({result.error})" if result.error else ""))
+
+
+# --- what needs a person ---------------------------------------------------------------
+
+@click.command("problems")
+@JSON
+def problems_command(as_json: bool) -> None:
+    """What needs a person now, worst first (the console's 'Needs attention')."""
+    from broker.services.problems import problems
+
+    runtime = rt()
+    with runtime.db.begin() as session:
+        found = [p.as_dict() for p in problems(session, runtime.box)]
+    if as_json or not found:
+        out(found, as_json, "nothing needs you: every delivery is booked or on its way")
+        return
+    for p in found:
+        when = f"  ({p['when']} {_when(p['since'])} UTC)" if p["since"] else ""
+        click.echo(f"{'!!' if p['tone'] == 'bad' else ' !'} {p['what']}{when}")
+        if p["detail"]:
+            click.echo(f"   {p['detail']}")

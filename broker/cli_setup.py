@@ -24,6 +24,7 @@ def _check_urls(values: dict[str, Any], url_keys: tuple[str, ...] | None = None)
     """Refuse up front a URL the SSRF guard would refuse at every connection (connectors/ssrf.py)."""
     from connectors.ssrf import Refused, check_settings
 
+    rt()  # the runtime applies this installation's policy (BROKER_ALLOWED_PRIVATE_HOSTS) first
     try:
         check_settings(values, url_keys=url_keys)
     except Refused as exc:

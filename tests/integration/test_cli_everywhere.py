@@ -187,6 +187,10 @@ def test_every_admin_operation_has_a_command_that_works_from_another_folder(
     assert listed[dead]["state"] == "dead" and "unknown SKU" in listed[dead]["detail"]
     assert listed[waiting]["state"] == "partly booked"
     assert "connector disabled" in listed[waiting]["detail"]
+    problems = {p["kind"]: p for p in admin.ok("problems", "--json")}
+    assert problems["dead"]["what"] == "erp: 1 dead letter"
+    assert problems["disabled"]["what"] == "wh is disabled: 1 delivery waits until it is enabled"
+    assert "!! erp: 1 dead letter" in admin.ok("problems")
     assert [o["id"] for o in admin.ok("orders", "list", "--status", "dead", "--json")] == [dead]
     assert [o["id"] for o in admin.ok("orders", "list", "--status", "booked", "--json")] == [booked]
     table = admin.ok("orders", "list")
@@ -291,7 +295,8 @@ def test_connectors_kinds_lists_each_setting_with_type_default_choices_and_help(
     assert created_files(admin.cwd) == []
 
 
-def test_parked_deliveries_waiting_for_a_setting_say_which(installed: tuple[Admin, Runtime], sink: Sink) -> None:
+def test_parked_deliveries_waiting_for_a_setting_say_which(installed: tuple[Admin, Runtime],
+                                                          sink: Sink) -> None:
     admin, rt = installed
     admin.ok("sources", "add", "shop", "--kind", "standard-webhooks")
     admin.ok("connectors", "add", "erp", "--kind", "http", "--config", json.dumps({"url": sink.url + "/o"}))
@@ -305,3 +310,26 @@ def test_parked_deliveries_waiting_for_a_setting_say_which(installed: tuple[Admi
     assert parked[0]["key"] == "shipping_product"
     assert parked[0]["resume"].startswith("set shipping_product in the configuration of connector erp")
     assert admin.ok("orders", "list", "--status", "parked", "--json")[0]["id"] == order_id
+
+
+def test_a_fresh_cli_process_applies_the_allow_list_before_checking_a_url(
+        installed: tuple[Admin, Runtime], sink: Sink) -> None:
+    """In its own process (as an admin runs it), `connectors add` checks the URL under this
+    installation's BROKER_ALLOWED_PRIVATE_HOSTS, not under a guard nobody configured yet."""
+    import subprocess
+    import sys
+
+    admin, _ = installed
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    env.update(admin.env)
+
+    def add(name: str, url: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "broker.cli", "connectors", "add", name, "--kind", "http",
+                   "--config", json.dumps({"url": url})]
+        return subprocess.run(command, cwd=admin.cwd, env=env, capture_output=True, text=True, timeout=60)
+
+    listed = add("erp", sink.url + "/orders")  # http://127.0.0.1:PORT, listed as http://127.0.0.1
+    assert listed.returncode == 0, listed.stderr
+    neighbour = add("other", sink.url.replace("127.0.0.1", "127.0.0.2") + "/orders")
+    assert neighbour.returncode != 0
+    assert "127.0.0.2 is a loopback address" in neighbour.stderr and "Traceback" not in neighbour.stderr
