@@ -70,7 +70,8 @@ class FormField:
         elif self.widget == "json":
             notes.append("JSON" + (f", default {json.dumps(self.default)}."
                                    if self.default not in (None, {}, []) else "."))
-        elif self.widget == "fieldset" and self.optional_section:
+        elif self.widget == "fieldset" and self.optional_section and not any(
+                c.default not in (None, "", {}, []) for c in self.children):  # e.g. auth type "none"
             notes.append("Optional: leave every field empty to leave this section out.")
         elif self.default not in (None, "") and self.widget not in ("checkbox", "select", "fieldset"):
             notes.append(f"Default {self.default}.")

@@ -38,10 +38,12 @@ class Problem:
     since: datetime | None = None
     count: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    when: str = "since"  # what `since` is: since (the first), latest, last run
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "tone": self.tone, "subject": self.subject, "what": self.what,
                 "detail": self.detail, "since": self.since.isoformat() if self.since else None,
+                "when": self.when,
                 "count": self.count, **self.extra}
 
 
@@ -77,7 +79,8 @@ def _dead(session: Session) -> list[Problem]:
         .select_from(Delivery).join(Connector, Connector.id == Delivery.connector_id)
         .where(Delivery.status == DeliveryStatus.DEAD).group_by(Connector.name)).all()
     return [Problem("dead", BAD, name, f"{name}: {count} dead letter{'s' if count != 1 else ''}",
-                    "fix the cause, then replay them", newest, count) for name, count, newest in rows]
+                    "fix the cause, then replay them", newest, count, when="latest")
+            for name, count, newest in rows]
 
 
 def _parked(session: Session) -> list[Problem]:
@@ -125,14 +128,14 @@ def _sources(session: Session) -> list[Problem]:
             select(Source.name, Source.catchup_error, Source.catchup_at)
             .where(Source.catchup_error.is_not(None), Source.enabled.is_(True))):
         found.append(Problem("catchup", WARN, name, f"catch-up of {name} is failing",
-                             first_line(error, 240), at))
+                             first_line(error, 240), at, when="last run"))
     for name, count, newest in session.execute(
             select(Source.name, func.count(), func.max(InboundEvent.received_at))
             .select_from(InboundEvent).join(Source, Source.id == InboundEvent.source_id)
             .where(InboundEvent.status == EventStatus.REJECTED).group_by(Source.name)):
         found.append(Problem("rejected", WARN, name, f"{name}: {count} event{'s' if count != 1 else ''} "
                              "rejected", "their reasons and a reprocess button are on the source's page",
-                             newest, count))
+                             newest, count, when="latest"))
     return found
 
 

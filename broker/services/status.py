@@ -111,7 +111,10 @@ def order_state(deliveries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         detail = "; ".join(_why(d) for d in rows if d["status"] in OPEN)
     if state in (DEAD, PARKED) and booked:
         detail += f" ({len(booked)} of {len(rows)} booked)"
-    return {"state": state, "tone": TONES[state], "detail": detail, "references": references}
+    tone = TONES[state]
+    if state in (WAITING, PARTLY) and any(delivery_label(d)[1] == "warn" for d in rows):
+        tone = "warn"  # retrying, or held by a disabled connector: on its way, but not smoothly
+    return {"state": state, "tone": tone, "detail": detail, "references": references}
 
 
 def delivery_rows(session: Session, order_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:

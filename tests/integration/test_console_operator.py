@@ -51,7 +51,7 @@ def test_a_failing_back_office_shows_on_the_dashboard_with_since_when_and_where_
     # the latest orders, with their status, to click into
     recent = page[page.index('id="h-recent"'):page.index("All orders")]
     assert f'href="/console/orders/{setup["order_id"]}">#C-1</a>' in recent
-    assert '<span class="badge tone-busy">waiting</span>' in recent
+    assert '<span class="badge tone-warn">waiting</span>' in recent  # retrying: amber, not calm blue
 
 
 def test_the_journey_says_retrying_and_folds_the_same_error(stack: Stack, setup: dict[str, Any]) -> None:  # noqa: F811
