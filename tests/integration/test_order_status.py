@@ -80,7 +80,7 @@ def test_each_state_is_found_by_its_filter_on_every_database(db_stack: Stack) ->
     assert listed[dead]["detail"] == "wh: back office answered 422: no SKU (1 of 2 booked)"
     assert listed[parked]["detail"] == "wh: missing setting shipping_product"
     assert "erp: retrying after 3 failed attempts (back office answered 503)" in listed[waiting]["detail"]
-    assert listed[dead]["tone"] == "bad" and listed[parked]["tone"] == "warn" and listed[booked]["tone"] == "ok"
+    assert (listed[dead]["tone"], listed[parked]["tone"], listed[booked]["tone"]) == ("bad", "warn", "ok")
     assert ORDER_STATES == status.STATES  # the API schema documents the same states
 
 

@@ -336,7 +336,7 @@ def test_https_is_still_required_unless_the_entry_says_http() -> None:
         assert ssrf.check_url("http://localhost:9000/").scheme == "http"
         with pytest.raises(ssrf.Refused, match="is not allowed: use https"):
             ssrf.check_url("http://10.0.4.5/")  # listed, but for https only
-        with pytest.raises(ssrf.Refused, match="127.0.0.1 is a loopback address"):
+        with pytest.raises(ssrf.Refused, match=re.escape("127.0.0.1 is a loopback address")):
             ssrf.check_url("http://127.0.0.1:9000/")  # what localhost resolves to is not listed
 
 
@@ -355,7 +355,7 @@ def test_a_listed_name_may_resolve_into_private_space_but_never_to_the_metadata_
     dns(erp_lan=[["10.9.9.9"]], meta_lan=[["169.254.169.254"]])
     with ssrf.policy(allow_private=False, allowed="erp.lan, meta.lan"):
         assert ssrf.check_url("https://erp.lan/").addresses == ("10.9.9.9",)
-        with pytest.raises(ssrf.Refused, match="meta.lan resolves to 169.254.169.254, the cloud metadata"):
+        with pytest.raises(ssrf.Refused, match=re.escape("meta.lan resolves to 169.254.169.254, the cloud")):
             ssrf.check_url("https://meta.lan/")
 
 
