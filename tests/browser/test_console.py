@@ -431,7 +431,7 @@ def test_a_back_office_that_is_down_shows_in_needs_attention_until_it_is_back(co
     page.get_by_role("link", name="#W-1").click()
     delivery = page.locator("article.delivery")
     sync_api.expect(delivery.get_by_role("heading")).to_contain_text("retrying")
-    sync_api.expect(delivery.locator(".badge.tone-warn")).to_have_text("retrying")
+    sync_api.expect(delivery.get_by_role("heading").locator(".badge.tone-warn")).to_have_text("retrying")
     sync_api.expect(page.locator("ol.timeline .repeat").first).to_contain_text("since")
     console.shot(page, "journey-retrying")
 
