@@ -132,7 +132,7 @@ def _user_hint(s: Settings) -> str:
     return "" if users else "   (no console user yet: `broker users create-admin NAME`)"
 
 
-@broker_group.command("up")
+@broker_group.command("up", short_help="Run the broker here: gateway, worker, sweeper.")
 def up() -> None:
     """Embedded mode: migrate, then run gateway, worker and sweeper until Ctrl-C."""
     s = _prepared()
@@ -192,7 +192,7 @@ def serve(workers: int | None, worker_class: str | None) -> None:
     os.execv(cmd[0], cmd)
 
 
-@broker_group.command("worker")
+@broker_group.command("worker", short_help="Scaled mode: a Celery worker.")
 @click.option("--concurrency", type=int, default=None, help="Worker processes.")
 @click.option("--beat/--no-beat", default=False, help="Also run the sweeper schedule.")
 @click.option("--queues", default=None, help="Only these queues, e.g. connector.erp")
@@ -214,7 +214,7 @@ def beat() -> None:
     os.execv(cmd[0], cmd)
 
 
-@broker_group.command("sink")
+@broker_group.command("sink", short_help="A demo back office on loopback.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=9000, show_default=True, type=int)
 @click.option("--journal", type=click.Path(dir_okay=False), default=None,
@@ -227,7 +227,7 @@ def sink(host: str, port: int, journal: str | None) -> None:
     run_sink(host, port, journal)
 
 
-@broker_group.command("info")
+@broker_group.command("info", short_help="Where the data is and where the broker answers.")
 @JSON
 def info(as_json: bool) -> None:
     """Where this broker keeps its data and where it answers (without touching anything)."""

@@ -42,7 +42,7 @@ def users_list(as_json: bool) -> None:
     out(rows, as_json, table(rows, ["username", "role", "disabled", "last_login_at"]))
 
 
-@click.group("issuers")
+@click.group("issuers", short_help="Trusted company identity providers.")
 def issuers_group() -> None:
     """Trusted company OpenID Connect issuers (API tokens and console sign-in)."""
 

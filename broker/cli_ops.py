@@ -44,7 +44,7 @@ def orders_group() -> None:
     """Orders: their status, references and journeys."""
 
 
-@orders_group.command("list")
+@orders_group.command("list", short_help="The latest orders with status and references.")
 @click.option("--status", "state", type=click.Choice(STATE_CHOICES), default=None,
               help="Only orders in this status (from their deliveries).")
 @click.option("--source", default=None)
@@ -70,7 +70,7 @@ def orders_list(state: str | None, source: str | None, number: str | None, email
     out(rows, as_json, table(text, ["id", "number", "source", "status", "total", "received", "detail"]))
 
 
-@orders_group.command("show")
+@orders_group.command("show", short_help="An order's status and journey.")
 @click.argument("order_id")
 @JSON
 def orders_show(order_id: str, as_json: bool) -> None:
@@ -101,7 +101,7 @@ def orders_show(order_id: str, as_json: bool) -> None:
         click.echo(f"  {_when(step['at'])}  {step['step']:<11} {step['message']}{repeat}")
 
 
-@orders_group.command("replay")
+@orders_group.command("replay", short_help="Deliver dead or parked deliveries again.")
 @click.argument("order_id")
 @JSON
 def orders_replay(order_id: str, as_json: bool) -> None:
@@ -118,7 +118,7 @@ def orders_replay(order_id: str, as_json: bool) -> None:
 
 # --- deliveries ------------------------------------------------------------------------
 
-@click.group("deliveries", cls=_Group)
+@click.group("deliveries", cls=_Group, short_help="Deliveries: list, show, retry, replay.")
 def deliveries_group() -> None:
     """Deliveries (one order version to one connector): list, show, retry, replay."""
 
@@ -198,7 +198,7 @@ def deliveries_replay(delivery_id: str, as_json: bool) -> None:
 
 # --- dead letters and parked deliveries -------------------------------------------------
 
-@click.group("dead-letters", cls=_Group)
+@click.group("dead-letters", cls=_Group, short_help="Dead letters by reason; replay them.")
 def dead_letters_group() -> None:
     """Dead deliveries grouped by reason; replay a whole group after fixing its cause."""
 
@@ -246,7 +246,7 @@ def dead_letters_replay(connector: str | None, reason: str | None, yes: bool, as
         f"replayed {replayed} of {len(ids)} dead letter(s)")
 
 
-@click.group("parked", cls=_Group)
+@click.group("parked", cls=_Group, short_help="What parked deliveries wait for.")
 def parked_group() -> None:
     """Parked deliveries grouped by what they wait for (a mapping, a setting, a decision)."""
 
@@ -322,7 +322,7 @@ def events_reprocess(event_id: str, as_json: bool) -> None:
 
 # --- what needs a person ---------------------------------------------------------------
 
-@click.command("problems")
+@click.command("problems", short_help="What needs a person now, worst first.")
 @JSON
 def problems_command(as_json: bool) -> None:
     """What needs a person now, worst first (the console's 'Needs attention')."""

@@ -487,7 +487,7 @@ def routes_remove(route_id: str | None, source: str | None, connector: str | Non
 
 # --- identity links and mappings --------------------------------------------------------
 
-@click.group("mappings", cls=_Group)
+@click.group("mappings", cls=_Group, short_help="Identity links and mappings per connector.")
 def mappings_group() -> None:
     """Identity links and mappings per connector (customer, product, tax, shipping, payment)."""
 
