@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import click
-from flask.cli import with_appcontext
 
 from broker.cli_common import actor, fail, out, rt, setup_call, table
 
 
-@click.group("users")
+@click.group("users", context_settings={"max_content_width": 100})
 def users_group() -> None:
     """Local console users (the bootstrap admin)."""
 
@@ -20,7 +19,6 @@ def users_group() -> None:
 @click.option("--password-stdin", is_flag=True,
               help="Read the password from stdin instead of generating one.")
 @click.option("--reset-password", is_flag=True, help="Set a new password for an existing user.")
-@with_appcontext
 def users_create_admin(username: str, role: str, password_stdin: bool, reset_password: bool) -> None:
     """Create a local console user; without --password-stdin a strong password is generated
     and shown once. Passwords are stored as Argon2id hashes."""
@@ -37,7 +35,6 @@ def users_create_admin(username: str, role: str, password_stdin: bool, reset_pas
 
 @users_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
-@with_appcontext
 def users_list(as_json: bool) -> None:
     from broker.services.users import list_users
 
@@ -45,7 +42,7 @@ def users_list(as_json: bool) -> None:
     out(rows, as_json, table(rows, ["username", "role", "disabled", "last_login_at"]))
 
 
-@click.group("issuers")
+@click.group("issuers", short_help="Trusted company identity providers.")
 def issuers_group() -> None:
     """Trusted company OpenID Connect issuers (API tokens and console sign-in)."""
 
@@ -106,7 +103,6 @@ def _upsert(name: str, issuer_url: str | None, audience: str | None, algorithms:
 @issuers_group.command("add")
 @click.argument("name")
 @_issuer_options
-@with_appcontext
 def issuers_add(name: str, **options: object) -> None:
     """Trust an issuer's access tokens on the API (and, with --client-id, console sign-in)."""
     _upsert(name, **options)  # type: ignore[arg-type]
@@ -115,7 +111,6 @@ def issuers_add(name: str, **options: object) -> None:
 @issuers_group.command("configure")
 @click.argument("name")
 @_issuer_options
-@with_appcontext
 def issuers_configure(name: str, **options: object) -> None:
     """Change some settings of a trusted issuer (the others stay)."""
     _upsert(name, **options)  # type: ignore[arg-type]
@@ -123,7 +118,6 @@ def issuers_configure(name: str, **options: object) -> None:
 
 @issuers_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
-@with_appcontext
 def issuers_list(as_json: bool) -> None:
     from broker.services.issuers import list_issuers
 
@@ -134,7 +128,6 @@ def issuers_list(as_json: bool) -> None:
 
 @issuers_group.command("remove")
 @click.argument("name")
-@with_appcontext
 def issuers_remove(name: str) -> None:
     from broker.services.issuers import remove_issuer
 
@@ -144,7 +137,6 @@ def issuers_remove(name: str) -> None:
 
 @issuers_group.command("check")
 @click.argument("name")
-@with_appcontext
 def issuers_check(name: str) -> None:
     """Fetch the issuer's discovery document and keys, as the gateway will."""
     from broker.identity.issuers import IssuerUnavailable, discover

@@ -4,10 +4,8 @@ live (`connectors kit`), and cap its pushes in flight (`connectors limit`)."""
 from __future__ import annotations
 
 import click
-from flask.cli import with_appcontext
-from sqlalchemy import select
 
-from broker.cli_common import actor, fail, out, rt, setup_call, table
+from broker.cli_common import JSON, actor, fail, out, rt, setup_call, table
 
 
 @click.command("kit")
@@ -17,11 +15,12 @@ from broker.cli_common import actor, fail, out, rt, setup_call, table
 @click.option("--currency", default="USD", show_default=True,
               help="The currency of the scratch orders (the company's, usually).")
 @click.option("--keep", is_flag=True, help="Leave the scratch orders in the back office.")
-@click.option("--json", "as_json", is_flag=True)
-@with_appcontext
+@JSON
 def connectors_kit(name: str, skus: tuple[str, ...], currency: str, keep: bool, as_json: bool) -> None:
     """Run the contract kit's live cases against connector NAME with scratch orders
     (external ids FOBO-KIT-...), then discard them as far as the back office allows."""
+    from sqlalchemy import select
+
     from broker.models import Connector
     from connectors.live_kit import LiveKit
 
@@ -47,8 +46,7 @@ def connectors_kit(name: str, skus: tuple[str, ...], currency: str, keep: bool, 
 @click.command("limit")
 @click.argument("name")
 @click.argument("max_in_flight", type=click.IntRange(min=0, max=64))
-@click.option("--json", "as_json", is_flag=True)
-@with_appcontext
+@JSON
 def connectors_limit(name: str, max_in_flight: int, as_json: bool) -> None:
     """Let at most MAX_IN_FLIGHT pushes to connector NAME run at once, across all workers
     (0: the kind's default, e.g. 1 for Tryton, whose invoice numbering does not lock)."""

@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, DateTime, Engine, Table, create_engine, event, select
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.compiler import compiles
@@ -183,8 +183,12 @@ class Database:
 def _insert_ignore_statement(table: Table, dialect: str) -> Any:
     """Built once per table and dialect: constructing it per call cost more than running it."""
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql  # imported when used: the CLI starts faster
+
         return postgresql.insert(table).on_conflict_do_nothing()
     if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table).on_conflict_do_nothing()
     # MariaDB: a no-op update instead of INSERT IGNORE, which would hide other errors
     return mysql.insert(table).on_duplicate_key_update(id=table.c.id)

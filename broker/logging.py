@@ -1,4 +1,7 @@
-"""JSON logs with the order id as correlation id, and secrets redacted by name and by value."""
+"""One log format per process, with the order id as correlation id and secrets redacted by
+name and by value: JSON lines for collectors, or readable lines when a person watches a
+terminal (BROKER_LOG_JSON=auto, the default). Gunicorn's and Celery's own messages and Python
+warnings go through the same handler, so `broker up` prints one format, not four."""
 
 from __future__ import annotations
 
@@ -61,22 +64,56 @@ class ContextFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "INFO", json_logs: bool = True, stream: Any = None) -> None:
+class ReadableFormatter(logging.Formatter):
+    """`19:50:11 INFO  delivery  message  [order 0193ab…]` for a person at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = self.formatTime(record, "%H:%M:%S")
+        name = ("gateway" if record.name.startswith("gunicorn") else
+                "worker" if record.name.startswith(("celery", "multiprocessing")) else
+                record.name.rsplit(".", 1)[-1])
+        text = f"{when} {record.levelname:<7} {name:<12} {record.getMessage()}"
+        if getattr(record, "order_id", None):
+            text += f"  [order {record.order_id}]"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def wants_json(json_logs: bool | None, stream: Any) -> bool:
+    """JSON unless asked otherwise, or unless `auto` (None) and a person reads the terminal."""
+    if json_logs is not None:
+        return json_logs
+    isatty = getattr(stream, "isatty", None)
+    return not (isatty and isatty())
+
+
+def setup_logging(level: str = "INFO", json_logs: bool | None = True, stream: Any = None) -> None:
     """Configure the root logger once per process (gateway, worker, CLI)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    if json_logs:
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    if wants_json(json_logs, stream):
         handler.setFormatter(JsonFormatter(
             "{asctime}{levelname}{name}{message}{order_id}{request_id}", style="{",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             timestamp=False))
     else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s [%(order_id)s] %(message)s"))
+        handler.setFormatter(ReadableFormatter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("urllib3", "amqp", "kombu", "alembic.runtime.plugins"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    logging.captureWarnings(True)  # e.g. Celery's superuser warning, in the same format
+    quiet = max(logging.WARNING, logging.getLevelName(level))
+    for noisy in ("urllib3", "amqp", "kombu", "alembic.runtime.plugins",
+                  # a line per task received and done (the sweep, every 15 s): the broker logs
+                  # what its tasks did itself
+                  "celery.worker.strategy", "celery.app.trace", "celery.beat"):
+        logging.getLogger(noisy).setLevel(quiet)
+    for own in ("gunicorn.error", "gunicorn.access", "celery", "multiprocessing", "py.warnings"):
+        logger = logging.getLogger(own)  # their messages through our handler, not theirs
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.propagate = True

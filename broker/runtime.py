@@ -17,7 +17,7 @@ from broker.db import Database
 from broker.logging import register_secret
 from broker.services.crypto import SecretBox
 from broker.settings import Settings, load_settings
-from connectors import ssrf
+from connectors import allowlist
 
 if TYPE_CHECKING:
     from broker.models import Connector as ConnectorRow
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        ssrf.configure(allow_private=settings.allow_private_networks)
+        allowlist.configure(allow_private=settings.allow_private_networks,
+                       allowed=settings.allowed_private_hosts)
         self.db = Database(settings.database_url)
         self.box = SecretBox(settings.secret_keys)
         self._connectors: dict[str, tuple[str, Connector]] = {}

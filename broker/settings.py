@@ -1,7 +1,11 @@
-"""Settings: defaults from config/defaults.toml, overridden by BROKER_* variables, validated once.
+"""Settings: defaults from config/defaults.toml, then a broker.toml, then BROKER_* variables,
+validated once.
 
 A bad value stops the process with a message that names the variable, so an operator
-never has to guess which of twenty settings is wrong.
+never has to guess which of twenty settings is wrong. Where the data lives never depends on
+the folder a command runs in: it is the per-user data folder unless a setting says otherwise
+(BROKER_DATA_DIR, or `data_dir` in the broker.toml named by BROKER_CONFIG, found in the
+current folder or a parent, or in the user's config folder).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cryptography.fernet import Fernet
-
 ENV_PREFIX = "BROKER_"
+CONFIG_ENV = "BROKER_CONFIG"   # path of a broker.toml (not a setting itself)
+CONFIG_NAME = "broker.toml"
+APP_DIR = "fobo-broker"
 
 
 class ConfigError(ValueError):
@@ -43,11 +48,14 @@ class Settings:
     token_ttl: int
     session_ttl: int
     log_level: str
-    log_json: bool
+    log_json: bool | None  # None: JSON unless the log goes to a terminal
     web_workers: int
     web_worker_class: str
     worker_concurrency: int
     allow_private_networks: bool
+    allowed_private_hosts: tuple[str, ...] = ()
+    # Where the values came from besides the environment (shown by `broker info`).
+    config_file: Path | None = None
 
     @property
     def embedded(self) -> bool:
@@ -58,9 +66,54 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+_NOT_FROM_ENV = ("config_file",)
+
+
 def _defaults() -> dict[str, object]:
     text = resources.files("config").joinpath("defaults.toml").read_text()
     return tomllib.loads(text)
+
+
+def user_dir(kind: str, env: Mapping[str, str] | None = None) -> Path:
+    """The per-user folder of this application: kind "data", "config" or "state" (XDG)."""
+    env = os.environ if env is None else env
+    xdg = {"data": ("XDG_DATA_HOME", ".local/share"), "config": ("XDG_CONFIG_HOME", ".config"),
+           "state": ("XDG_STATE_HOME", ".local/state")}[kind]
+    base = env.get(xdg[0]) or str(Path(env.get("HOME") or Path.home()) / xdg[1])
+    return Path(base).expanduser() / APP_DIR
+
+
+def find_config(env: Mapping[str, str], cwd: Path | None = None) -> Path | None:
+    """The broker.toml in effect: BROKER_CONFIG, else one in the current folder or a parent,
+    else the user's (~/.config/fobo-broker/broker.toml); None when there is none."""
+    named = env.get(CONFIG_ENV)
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV}={named!r}: no such file")
+        return path.resolve()
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    candidate = user_dir("config", env) / CONFIG_NAME
+    return candidate if candidate.is_file() else None
+
+
+def _read_config(path: Path) -> dict[str, object]:
+    """The settings of a broker.toml; relative folders are relative to the file, not the shell."""
+    try:
+        values = tomllib.loads(path.read_text())
+    except (OSError, UnicodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not readable as TOML: {exc}") from None
+    known = {f.name for f in dataclasses.fields(Settings)} - set(_NOT_FROM_ENV)
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"{path}: {key!r} is not a known setting (see config/defaults.toml)")
+    if values.get("data_dir"):
+        values["data_dir"] = str((path.parent / str(values["data_dir"])).expanduser())
+    return values
 
 
 def _coerce(name: str, raw: object, kind: type) -> object:
@@ -85,16 +138,37 @@ def _coerce(name: str, raw: object, kind: type) -> object:
         raise ConfigError(f"{var}={raw!r} is invalid: {exc}") from None
 
 
-def _load_secret_keys(raw: str, data_dir: Path) -> tuple[str, ...]:
-    """Keys from BROKER_SECRET_KEYS; the embedded default keeps one generated key on disk."""
+def write_key_file(data_dir: Path) -> Path:
+    """The embedded default's generated key, made once (readable by this user only)."""
+    from cryptography.fernet import Fernet
+
+    key_file = data_dir / "secret.key"
+    if not key_file.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it meanwhile
+            return key_file
+        with os.fdopen(fd, "w") as fh:
+            fh.write(Fernet.generate_key().decode())
+    return key_file
+
+
+def _load_secret_keys(raw: str, data_dir: Path, create: bool) -> tuple[str, ...]:
+    """Keys from BROKER_SECRET_KEYS; the embedded default keeps one generated key on disk.
+
+    Without `create`, a missing key file gives no keys (the caller says what to run) instead
+    of a new key that could not open the secrets stored so far.
+    """
     if not raw:
         key_file = data_dir / "secret.key"
-        if not key_file.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(Fernet.generate_key().decode())
+        if create:
+            write_key_file(data_dir)
+        elif not key_file.exists():
+            return ()
         raw = key_file.read_text().strip()
+    from cryptography.fernet import Fernet
+
     keys = tuple(k.strip() for k in raw.split(",") if k.strip())
     for index, key in enumerate(keys):
         try:
@@ -113,29 +187,51 @@ def _check_url(var: str, url: str, schemes: tuple[str, ...]) -> None:
         raise ConfigError(f"{var}={url.split('@')[-1]!r}: scheme must be one of {', '.join(schemes)}")
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Build validated settings from defaults, the environment and explicit overrides."""
+def _allowed_hosts(raw: object) -> tuple[str, ...]:
+    """BROKER_ALLOWED_PRIVATE_HOSTS, each entry checked (connectors.allowlist says how)."""
+    from connectors.allowlist import parse_entries
+
+    text = ",".join(str(v) for v in raw) if isinstance(raw, list | tuple) else str(raw or "")
+    try:
+        return tuple(str(entry) for entry in parse_entries(text))
+    except ValueError as exc:
+        raise ConfigError(f"BROKER_ALLOWED_PRIVATE_HOSTS: {exc}") from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, create_key: bool = True,
+                  cwd: Path | None = None, **overrides: object) -> Settings:
+    """Build validated settings from defaults, a broker.toml, the environment and overrides.
+
+    `create_key=False` never writes anything (the CLI's read-only commands): without
+    BROKER_SECRET_KEYS and a key file, `secret_keys` is empty.
+    """
     env = os.environ if environ is None else environ
-    values = _defaults()
-    for field in dataclasses.fields(Settings):
-        var = ENV_PREFIX + field.name.upper()
-        if var in env:
-            values[field.name] = env[var]
-    values.update(overrides)
-    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower()
-                     not in {f.name for f in dataclasses.fields(Settings)})
+    names = {f.name for f in dataclasses.fields(Settings)} - set(_NOT_FROM_ENV)
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k != CONFIG_ENV
+                     and k[len(ENV_PREFIX):].lower() not in names)
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known setting (see config/defaults.toml)")
+    values = _defaults()
+    config_file = find_config(env, cwd)
+    if config_file is not None:
+        values.update(_read_config(config_file))
+    for name in names:
+        var = ENV_PREFIX + name.upper()
+        if var in env:
+            values[name] = env[var]
+    values.update(overrides)
 
-    data_dir = Path(str(values["data_dir"])).expanduser().resolve()
+    data_dir = Path(str(values.get("data_dir") or user_dir("data", env))).expanduser().resolve()
     kinds = {"max_body_bytes": int, "webhook_tolerance": int, "lease_seconds": int,
              "sweep_interval": float, "max_attempts": int, "retry_base": float,
-             "retry_cap": float, "claim_batch": int, "token_ttl": int, "session_ttl": int, "log_json": bool,
+             "retry_cap": float, "claim_batch": int, "token_ttl": int, "session_ttl": int,
              "web_workers": int, "worker_concurrency": int,
              "allow_private_networks": bool}
-    clean: dict[str, object] = {"data_dir": data_dir}
+    clean: dict[str, object] = {"data_dir": data_dir, "config_file": config_file,
+                                "allowed_private_hosts": _allowed_hosts(values.get("allowed_private_hosts")),
+                                "log_json": _log_json(values.get("log_json", "auto"))}
     for field in dataclasses.fields(Settings):
-        if field.name in ("data_dir", "secret_keys"):
+        if field.name in ("data_dir", "secret_keys", "config_file", "allowed_private_hosts", "log_json"):
             continue
         raw = values.get(field.name, "")
         value = _coerce(field.name, raw, kinds.get(field.name, str))
@@ -164,5 +260,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     if clean["web_worker_class"] not in {"gevent", "sync", "gthread"}:
         raise ConfigError(f"BROKER_WEB_WORKER_CLASS={clean['web_worker_class']!r}: "
                           "use gevent, sync or gthread")
-    clean["secret_keys"] = _load_secret_keys(str(values.get("secret_keys") or ""), data_dir)
+    clean["secret_keys"] = _load_secret_keys(str(values.get("secret_keys") or ""), data_dir, create_key)
     return Settings(**clean)  # type: ignore[arg-type]
+
+
+def _log_json(raw: object) -> bool | None:
+    """true, false, or auto (None): JSON unless the log is read on a terminal."""
+    if raw is None or str(raw).strip().lower() in ("", "auto"):
+        return None
+    return bool(_coerce("log_json", raw, bool))

@@ -57,22 +57,42 @@ def _url(*placeholders: str, required: str | None = None) -> Any:
     return check
 
 
+def _for(field: str, description: str, **meta: Any) -> dict[str, Any]:
+    """Field metadata (connectors.describe): help text, and the auth types that use the field,
+    so forms show it only for those."""
+    types = [t for t in _AUTH_NEEDS if field in _AUTH_NEEDS[t] or field in _AUTH_OPTIONAL.get(t, ())]
+    return {"description": description, "x-shown-when": {"type": types}, **meta}
+
+
 class AuthConfig(ConfigSchema):
     """How the connector proves who it is; each type needs its own fields and no others."""
 
-    type = fields.String(load_default="none", validate=validate.OneOf(list(_AUTH_NEEDS)))
-    username = fields.String()
-    password = Secret()
-    token = Secret()
-    token_url = fields.String(validate=_url())
-    authorize_url = fields.String(validate=_url())  # oauth2_consent: the admin's browser goes here
-    client_id = fields.String()
-    client_secret = Secret()
-    scope = fields.String()
-    resource = fields.String()  # oauth2_consent: RFC 8707 resource indicator, if the IdP wants one
+    type = fields.String(load_default="none", validate=validate.OneOf(list(_AUTH_NEEDS)), metadata={
+        "title": "Type", "description": "none; basic (user name and password); bearer (a "
+        "fixed token); oauth2 (client credentials: a service account of the broker); oauth2_consent "
+        "(an admin signs in once at the back office and approves)."})
+    username = fields.String(metadata=_for("username", "The user name of HTTP Basic authentication.",
+                                           title="User name"))
+    password = Secret(metadata=_for("password", "Its password."))
+    token = Secret(metadata=_for("token", "Sent as 'Authorization: Bearer TOKEN' with every request."))
+    token_url = fields.String(validate=_url(), metadata=_for(
+        "token_url", "The authorization server's token endpoint.", title="Token URL"))
+    authorize_url = fields.String(validate=_url(), metadata=_for(  # the admin's browser goes here
+        "authorize_url", "Where the admin is sent to sign in and approve the broker.",
+        title="Authorization URL"))
+    client_id = fields.String(metadata=_for(
+        "client_id", "The broker's client id, registered at the authorization server."))
+    client_secret = Secret(metadata=_for("client_secret", "The secret of that client."))
+    scope = fields.String(metadata=_for(
+        "scope", "Scopes to ask for, separated by spaces (add offline_access for an OpenID "
+        "Connect provider's refresh token)."))
+    resource = fields.String(metadata=_for(  # RFC 8707 resource indicator, if the IdP wants one
+        "resource", "An RFC 8707 resource indicator, if the authorization server wants one."))
     # oauth2_consent: vendor extras for the authorization request, e.g. {"access_type": "offline"}
     authorize_params = fields.Dict(values=fields.String(), keys=fields.String(validate=validate.NoneOf(
-        sorted(_BROKER_AUTHORIZE_PARAMS), error="set by the broker, or a field of its own")))
+        sorted(_BROKER_AUTHORIZE_PARAMS), error="set by the broker, or a field of its own")),
+        metadata=_for("authorize_params", 'Extra parameters of the authorization request, as JSON, '
+                      'e.g. {"access_type": "offline"}.', title="Authorization parameters"))
 
     @validates_schema
     def _fields_match_type(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -88,24 +108,49 @@ class AuthConfig(ConfigSchema):
 class HttpConfig(ConfigSchema):
     """Where and how to send orders; `template` renders the body (default: canonical JSON)."""
 
-    url = fields.String(required=True, validate=_url())
-    method = fields.String(load_default="POST", validate=validate.OneOf(["POST", "PUT"]))
-    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
-    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0, min_inclusive=False))
+    url = fields.String(required=True, validate=_url(), metadata={
+        "description": "Where orders are sent: https://erp.example.com/api/orders. An address on "
+        "your own network must be listed in BROKER_ALLOWED_PRIVATE_HOSTS."})
+    method = fields.String(load_default="POST", validate=validate.OneOf(["POST", "PUT"]), metadata={
+        "description": "The HTTP method of creates and updates."})
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict, metadata={
+        "description": 'Extra request headers, as JSON: {"X-Tenant": "acme"}. Credentials go '
+        "under Authentication."})
+    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0, min_inclusive=False),
+                           metadata={"title": "Read timeout (s)", "description": "Seconds to wait "
+                                     "for the answer; longer counts as a failure and is retried."})
     connect_timeout = fields.Float(load_default=5.0,
-                                   validate=validate.Range(min=0, min_inclusive=False))
-    auth = fields.Nested(AuthConfig, load_default=lambda: {"type": "none"})
-    template = fields.String(load_default=None, allow_none=True)
-    content_type = fields.String(load_default="application/json")
+                                   validate=validate.Range(min=0, min_inclusive=False),
+                                   metadata={"title": "Connect timeout (s)"})
+    auth = fields.Nested(AuthConfig, load_default=lambda: {"type": "none"},
+                         metadata={"title": "Authentication"})
+    template = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "A Jinja template of the request body; empty sends "
+        '{"action": ..., "order": <the canonical order>}.'})
+    content_type = fields.String(load_default="application/json", metadata={
+        "description": "The Content-Type of the body."})
     idempotency_header = fields.String(load_default="Idempotency-Key",
-                                       validate=validate.Regexp(r"^[A-Za-z0-9-]+$"))
-    reference_field = fields.String(load_default="id", validate=validate.Length(min=1))
+                                       validate=validate.Regexp(r"^[A-Za-z0-9-]+$"), metadata={
+                                           "description": "Header carrying a key that is the same "
+                                           "for every retry of one write, so the back office books "
+                                           "it once."})
+    reference_field = fields.String(load_default="id", validate=validate.Length(min=1), metadata={
+        "description": "Field of the JSON answer holding the back office's reference (else the "
+        "Location header)."})
     lookup_url = fields.String(load_default=None, allow_none=True,
-                               validate=_url("{external_id}", required="{external_id}"))
+                               validate=_url("{external_id}", required="{external_id}"), metadata={
+                                   "title": "Lookup URL", "description": "GET URL that finds an "
+                                   "order by {external_id}, so a lost answer is never booked twice."})
     cancel_url = fields.String(load_default=None, allow_none=True,
-                               validate=_url("{external_id}", "{reference}"))
-    verify_tls = fields.Boolean(load_default=True)
-    max_response_bytes = fields.Integer(load_default=1 << 20, validate=validate.Range(min=1))
+                               validate=_url("{external_id}", "{reference}"), metadata={
+                                   "title": "Cancel URL", "description": "POST URL that cancels "
+                                   "{reference} or {external_id}; empty: cancellations are sent to "
+                                   "the main URL."})
+    verify_tls = fields.Boolean(load_default=True, metadata={
+        "title": "Verify TLS certificates", "description": "Turn off only for a back office "
+        "whose certificate you cannot fix yet."})
+    max_response_bytes = fields.Integer(load_default=1 << 20, validate=validate.Range(min=1), metadata={
+        "description": "Larger answers are refused."})
 
     @validates("template")
     def _template_compiles(self, value: str | None, **kwargs: Any) -> None:

@@ -43,13 +43,18 @@ def trusted_keys(order: Mapping[str, Any], anchors: Sequence[str] = ANCHORS) -> 
 
 def resolve_customer(order: Mapping[str, Any], ctx: PushContext, *,
                      anchors: Sequence[str] = ANCHORS,
-                     search_by_email: Callable[[str], list[str]] | None = None) -> str | None:
+                     search_by_email: Callable[[str], list[str]] | None = None,
+                     connector: str | None = None) -> str | None:
     """The back-office customer id, or None when a new customer should be created.
 
     Order: a link on any anchor; then the back office by email — one match is used only when
     the channel verified the email (never merge silently on an unverified one); several
-    matches, or a match on an unverified email, park the delivery for identity review.
+    matches, or a match on an unverified email, park the delivery for identity review, whose
+    message names the command with this connector's name (`connector`, else the name of the
+    connector `search_by_email` is a method of).
     """
+    owner = getattr(search_by_email, "__self__", None)
+    name = connector or getattr(owner, "name", None) or "CONNECTOR"
     keys = customer_keys(order, anchors)
     customer = order.get("customer") or {}
     for key in trusted_keys(order, anchors):  # never an unverified email, even if it once matched
@@ -66,11 +71,11 @@ def resolve_customer(order: Mapping[str, Any], ctx: PushContext, *,
         raise IdentityReview(
             f"identity review: {who} <{email}> matches {len(found)} customers in the back office "
             f"({', '.join(map(str, found[:5]))}); link the right one with `broker mappings add "
-            f"CONNECTOR customer {keys[0]} ID`", kind="customer", key=keys[0])
+            f"{name} customer {keys[0]} ID`", kind="customer", key=keys[0])
     if not customer.get("email_verified"):
         raise IdentityReview(
             f"identity review: unverified email {email} matches customer {found[0]}; confirm with "
-            f"`broker mappings add CONNECTOR customer {keys[0]} {found[0]}` (or map another id)",
+            f"`broker mappings add {name} customer {keys[0]} {found[0]}` (or map another id)",
             kind="customer", key=keys[0])
     return str(found[0])
 

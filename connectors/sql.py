@@ -50,6 +50,7 @@ from connectors.identity import (
     resolve_customer,
     resolve_products,
 )
+from connectors.ssrf import guard_engine
 
 log = logging.getLogger(__name__)
 CHECK_KEY = "fobo-broker-check"
@@ -855,8 +856,8 @@ class SqlConnector(Connector):
         def search(email: str) -> list[str]:
             query = sa.select(id_col).where(sa.func.lower(email_col) == email).limit(6)
             return [str(v) for v in conn.execute(query).scalars()]
-        found = resolve_customer(subject.order, subject.ctx,
-                                 anchors=self.settings["customer_anchors"], search_by_email=search)
+        found = resolve_customer(subject.order, subject.ctx, anchors=self.settings["customer_anchors"],
+                                 search_by_email=search, connector=self.name)
         if found is not None:
             return found
         values = self._values(cols, subject, insert=True)
@@ -1059,6 +1060,7 @@ class SqlConnector(Connector):
                 self._engine = sa.create_engine(
                     self._url, pool_pre_ping=True, pool_recycle=1800, hide_parameters=True,
                     connect_args=self._connect_args())
+                guard_engine(self._engine)  # the SSRF guard checks the host at each connect
                 # A connector dropped without close() still closes its pooled connections.
                 self._dispose = weakref.finalize(self, self._engine.dispose)
             return self._engine

@@ -9,8 +9,16 @@ Plain http is refused too. Numeric tricks (2130706433, 0x7f000001, 017700000001,
 ::ffff:127.0.0.1, NAT64 64:ff9b::7f00:1) are resolved by getaddrinfo exactly as the OS would
 and the result is what gets checked and connected to.
 
-The policy is process-wide (the broker's Runtime sets it from BROKER_ALLOW_PRIVATE_NETWORKS);
-development and the test fakes on 127.0.0.1 turn it off with `allow_private=True`.
+An on-premises back office is reached by listing it in BROKER_ALLOWED_PRIVATE_HOSTS (host
+names, addresses, CIDR networks; `http://ENTRY` also allows plain http to it; see
+connectors.allowlist): a listed name may resolve to private addresses, an address inside a
+listed network may be reached under any name, and every other non-public address stays
+refused, at every connection, so DNS rebinding to an unlisted address fails too. The SQL
+connector's database host goes through the same check (`check_database_url`, `guard_engine`).
+
+The policy is process-wide (the broker's Runtime sets it from its settings). The test suite's
+fakes on 127.0.0.1 turn the guard off with `allow_private=True`
+(BROKER_ALLOW_PRIVATE_NETWORKS, for tests only).
 
 This module imports nothing of broker.*: connectors use it directly.
 """
@@ -18,11 +26,10 @@ This module imports nothing of broker.*: connectors use it directly.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import sys
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
@@ -33,12 +40,18 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection as _connection
 
+# The policy lives in connectors.allowlist (cheap to import for the settings and the CLI);
+# it is used here and re-exported, so `ssrf.policy(...)` and `ssrf.configure(...)` keep working.
+from connectors.allowlist import allowed_hosts, private_allowed
+from connectors.allowlist import configure as configure
+from connectors.allowlist import policy as policy
 from connectors.errors import PermanentError
 
 if TYPE_CHECKING:
     import requests
 
-HINT = "set BROKER_ALLOW_PRIVATE_NETWORKS=true only for development"
+HINT = ("to reach a system on your own network, add its host name or address to "
+        "BROKER_ALLOWED_PRIVATE_HOSTS")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 METADATA = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"),)
@@ -69,33 +82,6 @@ class Target(NamedTuple):
 
 
 # --- the policy ----------------------------------------------------------------------------
-
-_lock = threading.Lock()
-_allow_private = False
-
-
-def configure(*, allow_private: bool) -> bool:
-    """Set the process-wide policy; returns the previous value (to restore it)."""
-    global _allow_private
-    with _lock:
-        previous, _allow_private = _allow_private, bool(allow_private)
-    return previous
-
-
-def private_allowed() -> bool:
-    """True when private addresses and plain http are allowed (development only)."""
-    return _allow_private
-
-
-@contextmanager
-def policy(*, allow_private: bool) -> Iterator[None]:
-    """The policy for a block (tests), restored afterwards."""
-    previous = configure(allow_private=allow_private)
-    try:
-        yield
-    finally:
-        configure(allow_private=previous)
-
 
 # --- checks --------------------------------------------------------------------------------
 
@@ -146,8 +132,31 @@ def non_public_reason(address: str | IPAddress) -> str | None:
     return None
 
 
+def _listed(name: str, address: str) -> bool:
+    """Whether the allow-list lets `name` reach this non-public address: a listed name may
+    resolve into private space (never to the metadata, unspecified or multicast addresses);
+    an address in a listed network may be reached under any name."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    named = allowed_hosts().by_name(name)
+    if named is not None and named.name is not None and ip not in METADATA \
+            and not ip.is_unspecified and not ip.is_multicast:
+        return True
+    return allowed_hosts().by_address(ip) is not None
+
+
+def http_allowed(name: str, addresses: tuple[str, ...]) -> bool:
+    """Plain http to this host: its allow-list entry says `http://` (by name, or every
+    address it resolved to lies in such a network)."""
+    named = allowed_hosts().by_name(name)
+    if named is not None and named.http:
+        return True
+    entries = [allowed_hosts().by_address(ipaddress.ip_address(a.split("%")[0])) for a in addresses]
+    return bool(entries) and all(e is not None and e.http for e in entries)
+
+
 def resolve(host: str, port: int, scheme: str = "https") -> Target:
-    """Resolve `host` as the OS would and refuse it unless every address is public.
+    """Resolve `host` as the OS would and refuse it unless every address is public or
+    allow-listed for it.
 
     Raises Refused, or socket.gaierror when the name does not resolve (a network failure).
     """
@@ -158,11 +167,16 @@ def resolve(host: str, port: int, scheme: str = "https") -> Target:
         raise socket.gaierror(socket.EAI_NONAME, f"{name} has no address")
     for address in addresses:
         reason = non_public_reason(address)
-        if reason:
+        if reason and not _listed(name, address):
             said = f"{name} is {reason}" if address == name else \
                 f"{name} resolves to {address}, {reason}"
             raise Refused(f"{said}; {HINT}")
     return Target(scheme, name, port, addresses)
+
+
+def _http_refused(host: str) -> Refused:
+    return Refused(f"http://{host} is not allowed: use https, or list the host as "
+                   f"http://{host} in BROKER_ALLOWED_PRIVATE_HOSTS")
 
 
 def check_url(url: str) -> Target:
@@ -181,17 +195,21 @@ def check_url(url: str) -> Target:
     port = port or DEFAULT_PORTS[scheme]
     if private_allowed():
         return Target(scheme, host, port, ())
-    if scheme != "https":
-        raise Refused(f"http://{host} is not allowed: use https; {HINT}")
-    return resolve(host, port, scheme)
+    if scheme != "https" and not any(e.http for e in allowed_hosts().entries):
+        raise _http_refused(host)
+    target = resolve(host, port, scheme)
+    if scheme != "https" and not http_allowed(host, target.addresses):
+        raise _http_refused(host)
+    return target
 
 
 def check_settings(values: Mapping[str, Any], *, url_keys: tuple[str, ...] | None = None,
                    host_keys: tuple[str, ...] = ("sftp_host",)) -> None:
     """Check the URLs in a config up front (nested mappings too), so a bad one fails at setup.
 
-    `url_keys` limits which keys count as URLs (None: every http(s) string); a name that does
-    not resolve yet passes here and is checked again at every connection. Raises Refused.
+    `url_keys` limits which keys count as URLs (None: every http(s) string and every database
+    URL); a name that does not resolve yet passes here and is checked again at every
+    connection. Raises Refused.
     """
     for key, value in values.items():
         if isinstance(value, Mapping):
@@ -212,6 +230,81 @@ def check_settings(values: Mapping[str, Any], *, url_keys: tuple[str, ...] | Non
                 check_url(concrete)
             except OSError:
                 continue
+        elif url_keys is None and _DATABASE_URL.match(value):
+            check_database_url(value)
+
+
+# --- database hosts (the sql connector) ----------------------------------------------------
+
+_DATABASE_URL = re.compile(r"^(postgres|postgresql|mysql|mariadb|mssql|oracle|cockroachdb)"
+                           r"(\+[\w-]+)?://", re.I)
+_SOCKET_HOST = "localhost"  # a Unix socket reaches this machine, as localhost would
+
+
+def database_hosts(url: Any) -> list[str]:
+    """Every host a database URL may connect to: the host, libpq's `host`/`hostaddr` query
+    parameters (comma lists included); a Unix socket counts as localhost. Empty for SQLite."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(url) if isinstance(url, str) else url
+    if url.get_backend_name() == "sqlite":
+        return []
+    hosts: list[str] = []
+    for raw in (url.host, url.query.get("host"), url.query.get("hostaddr"),
+                url.query.get("unix_socket")):
+        for item in (raw if isinstance(raw, tuple) else [raw]):
+            hosts += [h.strip() for h in str(item or "").split(",") if h.strip()]
+    if not url.host and "host" not in url.query:  # libpq and PyMySQL then use a local socket
+        hosts.append(_SOCKET_HOST)
+    return [_SOCKET_HOST if h.startswith("/") else h for h in dict.fromkeys(hosts)]
+
+
+def check_database_url(url: Any) -> None:
+    """Refuse a database URL whose host the guard refuses (the password is never shown).
+
+    A name that does not resolve yet passes; `guard_engine` checks again at each connection.
+    """
+    if private_allowed():
+        return
+    try:
+        hosts = database_hosts(url)
+    except Exception:  # not a URL SQLAlchemy reads: the connector's own validation says so
+        return
+    for host in hosts:
+        try:
+            resolve(host, 5432, "database")
+        except OSError:
+            continue
+
+
+def guard_engine(engine: Any) -> None:
+    """Check the database host before every new connection of a SQLAlchemy engine, and pin
+    the connection to the checked address where the driver allows it (libpq's `hostaddr`, so
+    TLS still verifies the name; PyMySQL's `host` unless TLS is configured)."""
+    from sqlalchemy import event
+
+    if engine.url.get_backend_name() == "sqlite":
+        return
+
+    @event.listens_for(engine, "do_connect")
+    def _checked(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        if private_allowed():
+            return
+        try:
+            targets = [resolve(h, int(cparams.get("port") or 0) or 5432, "database")
+                       for h in database_hosts(engine.url)]
+        except socket.gaierror:
+            return  # the driver resolves it itself and reports the failure (a retry)
+        if len(targets) != 1 or not targets[0].addresses:
+            return
+        address = targets[0].addresses[0]
+        backend = engine.url.get_backend_name()
+        if backend == "postgresql" and "hostaddr" not in cparams and cparams.get("host") \
+                and not str(cparams["host"]).startswith("/"):
+            cparams["hostaddr"] = address
+        elif backend in ("mysql", "mariadb") and cparams.get("host") and not cparams.get("ssl") \
+                and not cparams.get("unix_socket"):
+            cparams["host"] = address
 
 
 # --- pinned connections --------------------------------------------------------------------
@@ -233,13 +326,17 @@ class _Pinned:
 
     def _addresses(self) -> tuple[str, ...] | None:
         if self.pin is not None and self.pin.addresses:
-            return self.pin.addresses
-        if private_allowed():
+            addresses = self.pin.addresses
+        elif private_allowed():
             return None  # urllib3's own resolution: localhost may be ::1 or 127.0.0.1
-        try:
-            return resolve(self.host, self.port, self.scheme).addresses
-        except socket.gaierror as exc:
-            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        else:
+            try:
+                addresses = resolve(self.host, self.port, self.scheme).addresses
+            except socket.gaierror as exc:
+                raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        if self.scheme == "http" and not private_allowed() and not http_allowed(self.host, addresses):
+            raise _http_refused(self.host)
+        return addresses
 
     def _new_conn(self) -> socket.socket:
         addresses = self._addresses()
@@ -270,8 +367,8 @@ class PinnedHTTPConnection(_Pinned, HTTPConnection):
     scheme = "http"
 
     def _new_conn(self) -> socket.socket:
-        if not private_allowed():
-            raise Refused(f"http://{self.host} is not allowed: use https; {HINT}")
+        if not private_allowed() and not any(e.http for e in allowed_hosts().entries):
+            raise _http_refused(self.host)
         return super()._new_conn()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify
+from flask import Response, jsonify, redirect
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 from sqlalchemy import text
@@ -11,6 +11,13 @@ from broker import metrics
 from broker.api.common import runtime
 
 blp = Blueprint("health", __name__, description="Health and metrics")
+
+
+@blp.route("/", methods=["GET"])
+@blp.doc(summary="The broker's address leads people to the console (which asks them to sign in)",
+         security=[], responses={"302": {"description": "to /console/"}})
+def home() -> ResponseReturnValue:
+    return redirect("/console/", 302)
 
 
 @blp.route("/healthz", methods=["GET"])

@@ -1,7 +1,9 @@
 """POST /webhooks/<source>: verify over the raw bytes, store raw, commit, then answer.
 
 Normalisation happens in a worker, so a mapping problem never costs the vendor a retry
-and never loses the event.
+and never loses the event. A body that is a canonical order itself (standard-webhooks) is
+validated after the signature and before anything is stored, like a REST order: 422 with the
+field paths, so the sender learns of a broken order at once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from broker.api.common import read_json_body, runtime
 from broker.channels.base import SignatureError
 from broker.errors import ApiError
 from broker.models import EventStatus
-from broker.services.intake import store_event
+from broker.services.intake import canonical_errors, store_event
 
 blp = Blueprint("webhooks", __name__, description="Signed webhooks from front-office channels")
 
@@ -29,6 +31,8 @@ blp = Blueprint("webhooks", __name__, description="Signed webhooks from front-of
     "200": {"description": "a duplicate of an event already stored, a topic the channel does "
                            "not map (recorded as ignored), or a channel's set-up ping"},
     "400": {"description": "not JSON"}, "401": {"description": "forged, stale or unsigned"},
+    "422": {"description": "a canonical order (standard-webhooks sources) that is invalid; "
+                           "`fields` maps paths to messages and nothing is stored"},
     "404": {"description": "unknown source"}, "413": {"description": "body too large"},
     "415": {"description": "not JSON content"}})
 def receive(source_name: str) -> ResponseReturnValue:
@@ -52,6 +56,11 @@ def receive(source_name: str) -> ResponseReturnValue:
         metrics.ORDERS_RECEIVED.labels(source=source.name, outcome="ping").inc()
         return jsonify({"status": "ping"}), 200
     read_json_body(parse=json.loads)  # syntax only; the worker parses with exact decimals
+    invalid = canonical_errors(source.kind, body)
+    if invalid is not None:  # a canonical order that would be rejected later: say so now
+        metrics.ORDERS_RECEIVED.labels(source=source.name, outcome="invalid").inc()
+        raise ApiError(422, "invalid_order", "the order is invalid; see fields (nothing was stored)",
+                       fields=invalid)
     kept = {name: headers[name] for name in source.channel.kept_headers if name in headers}
     topics = source.channel.topics
     ignored = topics is not None and envelope.topic not in topics

@@ -34,8 +34,16 @@ def init_console(app: Flask, rt: Runtime) -> None:
 
     for page in (common, orders, dead_letters, gaps, sources, connectors, routes, clients, audit_log):
         app.register_blueprint(page.bp)
+    from broker.console.forms import split_optional, stands_out
+    from broker.services.status import delivery_label
+    from connectors.describe import humanise
+
     app.jinja_env.globals["csrf_token"] = auth.csrf_token
     app.jinja_env.globals["current_user"] = auth.current_user
+    app.jinja_env.globals["delivery_label"] = delivery_label
+    app.jinja_env.globals["split_optional"] = split_optional
+    app.jinja_env.globals["stands_out"] = stands_out
+    app.jinja_env.globals["humanise"] = humanise
 
     @app.after_request
     def _console_headers(response: Response) -> Response:

@@ -1,12 +1,14 @@
-"""The dashboard: order-to-cash KPIs (orders by channel, booked and touchless rates, the
-received-to-booked latency with a chart over the days), dead letters by reason, parked
-orders, and the health of each connector and source.
+"""The dashboard: what needs a person now (broker.services.problems, each with a link to act),
+the latest orders with their status, order-to-cash KPIs (orders by channel, booked and
+touchless rates, the received-to-booked latency with a chart over the days), dead letters by
+reason, parked orders, and the health of each connector and source.
 
 The chart is SVG drawn here and inlined in the page: no script, no inline style (the CSP
 forbids both), presentation attributes and console.css classes only, and a table of the same
 figures for screen readers. The figures are cached per process for a few seconds
 (CONSOLE_DASHBOARD_TTL, default 30 s) so a dashboard left open on many screens costs the
-database one computation per interval.
+database one computation per interval; the problems and the latest orders are read on every
+view (indexed, a few rows), so a back office that just went down shows at once.
 """
 
 from __future__ import annotations
@@ -65,12 +67,15 @@ def _nice(value: float) -> float:
 
 
 def latency_chart(days: list[DayLatency], width: int = 640, height: int = 220) -> Chart:
-    left, right, top, bottom = 64, width - 16, 16, height - 32
+    # room on the right for the last day's label (text-anchor middle) and the p95 ring
+    left, right, top, bottom = 64, width - 32, 16, height - 32
     peak = max((d.p95 or 0 for d in days), default=0)
     ymax = _nice(peak)
     step = (right - left) / max(1, len(days) - 1)
 
     def x(i: int) -> float:
+        if len(days) == 1:  # one day: in the middle, not a dot on the axis
+            return round((left + right) / 2, 1)
         return round(left + i * step, 1)
 
     def y(seconds: float) -> float:
@@ -121,6 +126,19 @@ def connector_health(session: Any) -> dict[str, dict[str, Any]]:
         row[status] = count
         row["due"] += int(due_now or 0)
     return health
+
+
+RECENT = 10  # orders on the dashboard
+
+
+def live_context() -> dict[str, Any]:
+    """Read on every view: what needs a person, and the latest orders with their status."""
+    from broker.services.problems import problems
+    from broker.services.queries import list_orders
+
+    rt = runtime()
+    with rt.db.begin() as session:
+        return {"problems": problems(session, rt.box), "recent": list_orders(session, limit=RECENT)}
 
 
 def _compute() -> dict[str, Any]:

@@ -1,8 +1,14 @@
 """Connector config forms generated from each kind's marshmallow schema, and read back.
 
-Each schema field becomes one labelled control: nested schemas are fieldsets, `Secret` fields
-password inputs that are never filled in (empty on an edit keeps the stored secret), `OneOf`
-strings selects, booleans checkboxes, numbers number inputs, dicts and lists JSON textareas.
+Each schema field becomes one labelled control (connectors.describe gives its label, type,
+default, choices and help): nested schemas are fieldsets, `Secret` fields password inputs that
+are never filled in (empty on an edit keeps the stored secret), `OneOf` strings selects,
+booleans checkboxes, numbers number inputs, dicts and lists JSON textareas. A field that only
+matters for some values of a sibling (`x-shown-when`, e.g. the password of auth type "basic")
+is hidden by console.js while it does not apply, and left out of the config when submitted
+for another value, so a form shows what the chosen option needs and nothing else. Optional
+settings are grouped after the required ones.
+
 A submitted form becomes the config dict the schema validates; the schema's errors come back
 by field path and are shown next to the field they belong to. Form values are strings: the
 schema coerces them ("10" for a Float), so its messages are the ones people read.
@@ -15,9 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from marshmallow import Schema, fields, missing, validate
+from marshmallow import Schema
 
-from connectors.config import Secret
+from connectors.describe import FieldInfo, describe
 
 
 @dataclass
@@ -31,6 +37,8 @@ class FormField:
     default: Any = None            # the schema's load_default (None when it has none)
     optional_section: bool = False  # a fieldset left out of the config when nothing in it is set
     children: list[FormField] = field(default_factory=list)
+    description: str = ""          # the schema's help text for this setting
+    shown_when: dict[str, list[str]] = field(default_factory=dict)  # sibling key -> values
     value: str = ""                # what the control shows (never a secret)
     checked: bool = False
     stored: bool = False           # a secret with a stored value
@@ -41,71 +49,84 @@ class FormField:
         return "f-" + self.path.replace(".", "-")
 
     @property
+    def key(self) -> str:
+        return self.path.rpartition(".")[2]
+
+    @property
+    def condition(self) -> tuple[str, list[str]] | None:
+        """(id of the controlling sibling, the values for which this field applies)."""
+        if not self.shown_when:
+            return None
+        sibling, values = next(iter(self.shown_when.items()))
+        parent = self.path.rpartition(".")[0]
+        return "f-" + (f"{parent}.{sibling}" if parent else sibling).replace(".", "-"), values
+
+    @property
     def hint(self) -> str:
+        notes = [self.description] if self.description else []
         if self.widget == "password":
-            return ("A value is stored; leave empty to keep it." if self.stored
-                    else "Write-only: never shown again.")
-        if self.widget == "json":
-            return "JSON" + (f", default {json.dumps(self.default)}" if self.default not in (None, {}, [])
-                             else "")
-        if self.widget == "fieldset" and self.optional_section:
-            return "Optional: leave every field empty to leave this section out."
-        if self.default not in (None, "") and self.widget not in ("checkbox", "select", "fieldset"):
-            return f"Default {self.default}."
-        return ""
+            notes.append("A value is stored; leave empty to keep it." if self.stored
+                         else "Write-only: never shown again.")
+        elif self.widget == "json":
+            notes.append("JSON" + (f", default {json.dumps(self.default)}."
+                                   if self.default not in (None, {}, []) else "."))
+        elif self.widget == "fieldset" and self.optional_section and not any(
+                c.default not in (None, "", {}, []) for c in self.children):  # e.g. auth type "none"
+            notes.append("Optional: leave every field empty to leave this section out.")
+        elif self.default not in (None, "") and self.widget not in ("checkbox", "select", "fieldset"):
+            notes.append(f"Default {self.default}.")
+        return " ".join(notes)
+
+    @property
+    def applies_to(self) -> str:
+        """For a person without console.js: which option this field belongs to."""
+        if not self.shown_when:
+            return ""
+        sibling, values = next(iter(self.shown_when.items()))
+        return f"Only for {sibling.replace('_', ' ')} {' or '.join(values)}."
 
 
-def _default(f: fields.Field) -> Any:
-    value = f.load_default
-    if value is missing or callable(value):
-        try:
-            value = value() if callable(value) else None
-        except TypeError:
-            value = None
-    return value
+_WIDGETS = {"secret": "password", "section": "fieldset", "boolean": "checkbox", "integer": "number",
+            "number": "number", "object": "json", "list": "json", "string": "text"}
 
 
-def _choices(f: fields.Field) -> list[str]:
-    validators = list(f.validators)
-    for v in list(validators):
-        validators.extend(getattr(v, "validators", []))  # validate.And
-    for v in validators:
-        if isinstance(v, validate.OneOf):
-            return [str(c) for c in v.choices]
-    return []
-
-
-def _label(name: str) -> str:
-    return name.replace("_", " ").capitalize()
+def _control(info: FieldInfo) -> FormField:
+    widget = "select" if info.type == "string" and info.choices else _WIDGETS[info.type]
+    return FormField(path=info.path, label=info.label, widget=widget, required=info.required,
+                     choices=info.choices, step="1" if info.type == "integer" else "any",
+                     default=info.default, optional_section=info.type == "section" and not info.required,
+                     children=[_control(c) for c in info.children], description=info.description,
+                     shown_when=info.shown_when)
 
 
 def schema_fields(schema: Schema, prefix: str = "") -> list[FormField]:
     """The form's controls, in the schema's declaration order."""
-    out: list[FormField] = []
-    for name, f in schema.fields.items():
-        if f.dump_only:
+    return [_control(info) for info in describe(schema, prefix)]
+
+
+def split_optional(form: list[FormField]) -> tuple[list[FormField], list[FormField]]:
+    """(required settings and sections, optional plain settings): the second group is shown
+    folded, and open when one of them has an error or a value other than its default."""
+    first = [f for f in form if f.required or f.widget == "fieldset"]
+    return first, [f for f in form if f not in first]
+
+
+def stands_out(group: list[FormField]) -> bool:
+    """Whether a folded group must be open: an error, or a value other than the default."""
+    for f in group:
+        if f.errors:
+            return True
+        if f.widget == "checkbox":
+            if f.checked != bool(f.default):
+                return True
             continue
-        key = f.data_key or name
-        path = prefix + key
-        common = {"path": path, "label": _label(key), "required": bool(f.required)}
-        if isinstance(f, Secret):
-            out.append(FormField(widget="password", **common))
-        elif isinstance(f, fields.Nested) and not f.many and isinstance(f.schema, Schema):
-            out.append(FormField(widget="fieldset", optional_section=not f.required,
-                                 children=schema_fields(f.schema, path + "."), **common))
-        elif isinstance(f, fields.Boolean):
-            out.append(FormField(widget="checkbox", default=_default(f), **common))
-        elif isinstance(f, fields.Integer):
-            out.append(FormField(widget="number", step="1", default=_default(f), **common))
-        elif isinstance(f, fields.Number):
-            out.append(FormField(widget="number", default=_default(f), **common))
-        elif isinstance(f, fields.Dict | fields.List | fields.Nested | fields.Tuple):
-            out.append(FormField(widget="json", default=_default(f), **common))
-        elif _choices(f):
-            out.append(FormField(widget="select", choices=_choices(f), default=_default(f), **common))
-        else:
-            out.append(FormField(widget="text", default=_default(f), **common))
-    return out
+        if f.widget in ("password", "fieldset"):
+            continue
+        shown = f.value.strip()
+        default = "" if f.default is None else str(f.default)
+        if shown and shown != default and not (f.widget == "json" and shown in ("{}", "[]")):
+            return True
+    return False
 
 
 def walk(form: list[FormField]) -> list[FormField]:
@@ -174,13 +195,32 @@ def _given(f: FormField, data: Mapping[str, str]) -> bool:
     return raw != "" and raw != ("" if f.default is None else str(f.default))
 
 
+def applies(f: FormField, data: Mapping[str, str], siblings: list[FormField]) -> bool:
+    """Whether a conditional control applies to what was submitted for its controlling sibling
+    (its default when the sibling was not submitted)."""
+    if not f.shown_when:
+        return True
+    key, values = next(iter(f.shown_when.items()))
+    control = next((s for s in siblings if s.key == key), None)
+    if control is None:
+        return True
+    submitted = data.get(control.path, "").strip()
+    if not submitted:
+        submitted = "" if control.default is None else str(control.default)
+    return submitted in values
+
+
 def read_form(form: list[FormField], data: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """The config a submitted form describes, and the errors found before the schema runs
     (JSON that does not parse). An empty control is left out: the schema's default applies,
-    and an empty secret keeps the stored one."""
+    and an empty secret keeps the stored one; so is a control that does not apply to the
+    option chosen (a password typed before switching auth to "bearer")."""
     config: dict[str, Any] = {}
     errors: dict[str, list[str]] = {}
     for f in form:
+        if not applies(f, data, form):
+            continue
+
         if f.widget == "fieldset":
             if f.optional_section and not _given(f, data):
                 continue

@@ -23,6 +23,7 @@ from broker.services.operations import (
     replay_order,
     retry_delivery,
 )
+from broker.services.status import STATES, fold_attempts, fold_timeline
 
 bp = Blueprint("console_orders", __name__, url_prefix="/console/orders")
 TEXT_FILTERS = ("number", "email", "external_id", "reference")
@@ -50,6 +51,10 @@ def search_args() -> tuple[dict[str, Any], dict[str, str]]:
         if value and value not in allowed:
             errors[name] = f"one of {', '.join(allowed)}"
         filters[name] = value if value in allowed else None
+    state = request.args.get("state", "")
+    if state and state not in STATES:
+        errors["state"] = f"one of {', '.join(STATES)}"
+    filters["state"] = state if state in STATES else None
     filters["source"] = request.args.get("source", "").strip() or None
     filters["received_from"] = _day("received_from", errors)
     received_to = _day("received_to", errors)
@@ -68,7 +73,7 @@ def index() -> ResponseReturnValue:
     args = {k: v for k, v in request.args.items() if k not in ("before", "csrf_token") and v}
     return render_template(
         "console/orders.html", items=items, errors=errors, args=args, sources=sources, statuses=STATUSES,
-        delivery_statuses=DELIVERY_STATUSES,
+        delivery_statuses=DELIVERY_STATUSES, states=STATES,
         next_url=url_for("console_orders.index", **args, before=items[-1]["id"]) if len(items) == limit
         else None, first_url=url_for("console_orders.index", **args) if before else None)
 
@@ -82,7 +87,10 @@ def journey(order_id: str) -> ResponseReturnValue:
         abort(404, f"no order {order_id}")
     detail["order"] = scrub(detail["order"])
     replayable = any(d["status"] in REPLAYABLE for d in detail["deliveries"]) or not detail["deliveries"]
-    return render_template("console/order.html", o=detail, replayable=replayable)
+    for d in detail["deliveries"]:
+        d["attempt_log"] = fold_attempts(d["attempt_log"])
+    return render_template("console/order.html", o=detail, replayable=replayable,
+                           timeline=fold_timeline(detail["timeline"]))
 
 
 @bp.route("/<order_id>/replay", methods=["POST"])

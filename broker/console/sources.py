@@ -17,8 +17,9 @@ from sqlalchemy import func, select
 
 from broker.channels.base import COMMON_SETTINGS, Channel, channel_kinds
 from broker.console.auth import requires
-from broker.console.common import actor, page_limit, runtime
+from broker.console.common import actor, page_limit, runtime, wake
 from broker.models import EventStatus, InboundEvent, Order, Source
+from broker.services.queries import list_events
 from broker.services.setup import set_enabled
 from broker.services.sources import (
     REST_KIND,
@@ -33,6 +34,7 @@ from connectors.ssrf import Refused, check_settings
 
 bp = Blueprint("console_sources", __name__, url_prefix="/console/sources")
 URL_KEYS = ("api_url", "store_url")  # as `broker sources add` checks them
+REJECTED_SHOWN = 50  # the latest rejected events on a source's page
 RESERVED = {"new"}
 
 
@@ -177,7 +179,9 @@ def _page(name: str, errors: dict[str, str] | None = None, status: int = 200) ->
         stored_credentials = sorted(rt.box.decrypt(row.credentials_encrypted, {}))
         signing_secrets = len(rt.box.decrypt(row.secrets_encrypted, []))
         settings = dict(row.settings or {})
+        rejected = list_events(session, status=EventStatus.REJECTED, source=name, limit=REJECTED_SHOWN)
     return render_template("console/source.html", source=health, info=kind_info(health["kind"]),
+                           rejected=rejected,
                            values={f"setting.{k}": v for k, v in settings.items()},
                            stored_credentials=stored_credentials,
                            signing_secrets=signing_secrets, errors=errors or {}), status
@@ -259,3 +263,29 @@ def enable(name: str) -> ResponseReturnValue:
     runtime().sources.forget(name)
     flash(f"Source {name} {'enabled' if enabled else 'disabled: its webhooks answer 404'}.")
     return redirect(url_for("console_sources.show", name=name), 303)
+
+
+@bp.route("/<name>/events/<event_id>/reprocess", methods=["POST"])
+@requires("operate")
+def reprocess(name: str, event_id: str) -> ResponseReturnValue:
+    """Normalise a rejected event again, after its cause was fixed (a setting, a credential)."""
+    from broker.services.intake import normalise_event
+
+    rt = runtime()
+    with rt.db.begin() as session:
+        source_id = _row(session, name).id
+        event = session.get(InboundEvent, event_id)
+        if event is None or event.source_id != source_id:
+            abort(404, f"no event {event_id} from source {name}")
+    result = normalise_event(rt.db, event_id, force=True, box=rt.box, actor=actor())
+    wake(result.wake)
+    if result.released:
+        rt.publisher.normalise(event_id)
+    if result.status == EventStatus.NORMALISED:
+        flash(f"Event {event_id} reprocessed: {len(result.outcomes)} order version(s) accepted.")
+    elif result.status == EventStatus.REJECTED:
+        flash(f"Event {event_id} is still rejected: {result.error}", "error")
+    else:
+        flash(f"Event {event_id} reprocessed: {result.status}"
+              + (f" ({result.error})" if result.error else "") + ".")
+    return redirect(url_for("console_sources.show", name=name) + "#rejected", 303)

@@ -32,9 +32,10 @@ def _connectors() -> list[dict[str, Any]]:
 @bp.route("/", methods=["GET"])
 @requires("orders:read")
 def home() -> ResponseReturnValue:
-    from broker.console.dashboard import dashboard_context
+    from broker.console.dashboard import dashboard_context, live_context
 
-    return render_template("console/home.html", connectors=_connectors(), **dashboard_context())
+    return render_template("console/home.html", connectors=_connectors(), **dashboard_context(),
+                           **live_context())
 
 
 @bp.route("/connectors/<name>/connect", methods=["GET"])

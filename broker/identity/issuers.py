@@ -26,7 +26,7 @@ from joserfc.jws import extract_compact
 from sqlalchemy import select
 
 from broker.db import Database
-from broker.identity.tokens import MAX_TOKEN_LENGTH, verify_jwt
+from broker.identity.tokens import MAX_TOKEN_LENGTH, TokenRefused, check_jwt, verify_jwt
 from broker.models import TrustedIssuer
 from broker.services.crypto import SecretBox
 from connectors.ssrf import Refused, guarded_session
@@ -200,13 +200,24 @@ class IssuerDirectory:
 
     def verify_access_token(self, token: str) -> tuple[Issuer, dict[str, Any]] | None:
         """(issuer, claims) when a trusted issuer signed this access token for our API."""
+        try:
+            return self.check_access_token(token)
+        except TokenRefused:
+            return None
+
+    def check_access_token(self, token: str) -> tuple[Issuer, dict[str, Any]]:
+        """(issuer, claims) of an access token a trusted issuer signed for our API; TokenRefused
+        says why not (`untrusted_issuer`, `wrong_audience`, `expired`, …). Raises
+        IssuerUnavailable when the issuer's keys cannot be fetched at all."""
         iss = unverified_issuer(token)
         issuer = self.issuers().get(iss) if iss else None
         if issuer is None:
-            return None
-        claims = self.verify(issuer, token, audience=issuer.audience,
-                             token_types=issuer.token_types)
-        return (issuer, claims) if claims is not None else None
+            raise TokenRefused("untrusted_issuer", f"iss {iss!r} is not a trusted issuer" if iss
+                               else "no iss claim")
+        claims = check_jwt(token, algorithms=issuer.algorithms, types=issuer.token_types,
+                           find_key=lambda kid: self._key(issuer, kid), issuer=issuer.issuer,
+                           audience=issuer.audience, essential=("sub",))
+        return issuer, claims
 
     def client_secret(self, issuer: Issuer) -> str | None:
         return self.box.decrypt(issuer.client_secret_encrypted, None) if (

@@ -3,11 +3,13 @@
 A token is either one of ours (broker.identity.server: signature, kid, typ, iss, aud, exp, a
 recorded and unrevoked jti, a live client) or an access token of a trusted company issuer
 (broker.identity.issuers), whose claims map to a role. The unverified `iss` only picks the
-verifier. The view then finds the caller in `g.principal`.
+verifier. The view then finds the caller in `g.principal`. A refused token is logged with its
+reason (`reason=wrong_audience`, never the token) and the 401 says the reason too.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -18,6 +20,9 @@ from broker.errors import ApiError
 from broker.identity.issuers import IssuerDirectory, IssuerUnavailable, unverified_issuer
 from broker.identity.roles import Principal, map_role, role_permissions, scope_permissions
 from broker.identity.server import AccessToken, TokenService
+from broker.identity.tokens import TokenRefused
+
+log = logging.getLogger(__name__)
 
 # The scope a client needs for each permission, named in 403 answers and challenges.
 SCOPE_FOR = {"orders:write": "orders:write", "orders:read": "orders:read", "operate": "admin",
@@ -50,28 +55,45 @@ def issuer_principal(issuer_name: str, rules: Any, claims: dict[str, Any]) -> Pr
                      permissions=role_permissions(role), role=role, claims=claims)
 
 
-def authenticate(token_string: str) -> Principal | None:
-    """The principal of a valid bearer token, else None. Raises ApiError(503) when the
-    issuer a token names cannot be reached and none of its keys are cached."""
+def authenticate(token_string: str) -> Principal:
+    """The principal of a valid bearer token. Raises TokenRefused with the reason, or
+    ApiError(503) when the issuer a token names cannot be reached and none of its keys are
+    cached."""
     tokens: TokenService = current_app.extensions["broker_tokens"]
     directory: IssuerDirectory = current_app.extensions["broker_issuers"]
     iss = unverified_issuer(token_string)
     if iss is None or iss == tokens.issuer:
-        token = tokens.find(token_string)
-        if token is None or token.is_expired() or token.is_revoked():
-            return None
-        return client_principal(token)
+        return client_principal(tokens.check(token_string, live=True))
     try:
-        found = directory.verify_access_token(token_string)
+        issuer, claims = directory.check_access_token(token_string)
     except IssuerUnavailable as exc:
-        current_app.logger.warning("token from a trusted issuer not verifiable: %s", exc)
+        log.warning("token from a trusted issuer not verifiable: %s", exc)
         raise ApiError(503, "issuer_unavailable", "the identity provider that issued this "
                        "token cannot be reached to verify it; try again shortly",
                        headers={"Retry-After": "30"}) from None
-    if found is None:
-        return None
-    issuer, claims = found
     return issuer_principal(issuer.name, issuer.role_rules, claims)
+
+
+def refused(exc: TokenRefused, token_string: str) -> ApiError:
+    """Log why a token was refused (who it claims to be, never the token) and answer 401
+    with the reason, so a wrong audience no longer looks like an expiry."""
+    log.warning("bearer token refused: reason=%s %s (iss=%s)", exc.reason, exc.detail,
+                unverified_issuer(token_string) or "-", extra={"reason": exc.reason})
+    described = REASONS.get(exc.reason, exc.reason.replace("_", " "))
+    return ApiError(401, "invalid_token", f"the access token is refused: {described}",
+                    headers=_challenge("invalid_token", described))
+
+
+# What the 401 says for each reason (RFC 6750 error_description): enough for the caller's
+# developer to fix the request, nothing about our keys.
+REASONS = {"expired": "it has expired", "wrong_audience": "its audience (aud) is not this API",
+           "wrong_issuer": "its issuer (iss) is not the one expected",
+           "untrusted_issuer": "its issuer is not trusted by this broker",
+           "unknown_key": "it is signed with an unknown key", "bad_signature": "its signature is invalid",
+           "algorithm_not_allowed": "its algorithm is not allowed", "wrong_type": "its typ is not at+jwt",
+           "forbidden_header": "its header names its own key", "revoked": "it has been revoked",
+           "unknown_token": "it was not issued by this broker", "malformed": "it is not a JWT",
+           "missing_claim": "a required claim is missing", "not_yet_valid": "it is not valid yet"}
 
 
 def require(permission: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -84,10 +106,10 @@ def require(permission: str) -> Callable[[Callable[..., Any]], Callable[..., Any
             if kind.lower() != "bearer" or not token_string.strip():
                 raise ApiError(401, "unauthorized", "a bearer token is required",
                                headers=_challenge("invalid_request", "missing bearer token"))
-            principal = authenticate(token_string.strip())
-            if principal is None:
-                raise ApiError(401, "invalid_token", "the access token is invalid or expired",
-                               headers=_challenge("invalid_token", "invalid or expired"))
+            try:
+                principal = authenticate(token_string.strip())
+            except TokenRefused as exc:
+                raise refused(exc, token_string.strip()) from None
             if not principal.can(permission):
                 scope = SCOPE_FOR[permission]
                 if principal.client is not None:

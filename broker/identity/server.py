@@ -27,7 +27,7 @@ from sqlalchemy import select, update
 
 from broker.db import utcnow
 from broker.identity.keys import KeyStore
-from broker.identity.tokens import mint, verify
+from broker.identity.tokens import TokenRefused, check, mint
 from broker.models import Client, Token
 
 if TYPE_CHECKING:
@@ -136,15 +136,27 @@ class TokenService:
 
     def find(self, token_string: str) -> AccessToken | None:
         """The verified token with its record, or None (forged, foreign, expired, unknown)."""
-        claims = verify(self.keys, token_string, issuer=self.issuer, audience=self.audience)
-        if claims is None:
+        try:
+            return self.check(token_string)
+        except TokenRefused:
             return None
+
+    def check(self, token_string: str, *, live: bool = False) -> AccessToken:
+        """The verified token with its record; TokenRefused says why not. With `live`, a
+        revoked or expired record (or client) is refused too."""
+        claims = check(self.keys, token_string, issuer=self.issuer, audience=self.audience)
         with self.db.begin() as session:
             row = session.execute(select(Token, Client).join(Client, Client.id == Token.client_id)
                                   .where(Token.token_hash == digest(claims["jti"]))).first()
         if row is None or row[1].client_id != claims["client_id"]:
-            return None
-        return AccessToken(row[0], row[1], claims)
+            raise TokenRefused("unknown_token", f"jti of client {claims['client_id']} was never issued here")
+        token = AccessToken(row[0], row[1], claims)
+        if live and token.is_revoked():
+            raise TokenRefused("revoked", f"client {claims['client_id']}"
+                               + (" (the client is revoked)" if token.client.revoked else ""))
+        if live and token.is_expired():
+            raise TokenRefused("expired", f"client {claims['client_id']}")
+        return token
 
     def revoke(self, token: AccessToken) -> None:
         with self.db.begin() as session:

@@ -17,6 +17,7 @@ MAX_PAGE = 200  # the cap of every list endpoint's `limit`
 DEFAULT_PAGE = 50
 TIME = {"format": "date-time"}
 DELIVERY_STATUSES = tuple(s.value for s in DeliveryStatus)
+ORDER_STATES = ("booked", "partly booked", "parked", "dead", "waiting", "not routed")  # services.status
 
 
 def _no_nul(value: str) -> None:
@@ -214,7 +215,11 @@ class OrderSearchArgsSchema(PageArgsSchema):
     external_id = text(255, metadata={"description": "the channel's id of the order"})
     email = text(320, metadata={"description": "customer email"})
     reference = text(255, metadata={"description": "back-office reference of a delivery (exact)"})
-    status = fields.String(validate=validate.OneOf(("open", "cancelled")))
+    status = fields.String(validate=validate.OneOf(("open", "cancelled")), metadata={
+        "description": "the order itself: open or cancelled"})
+    state = fields.String(validate=validate.OneOf(ORDER_STATES), metadata={
+        "description": "where the order stands in the back offices (from each connector's newest "
+                       "delivery): booked, partly booked, parked, dead, waiting or not routed"})
     delivery_status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES), metadata={
         "description": "orders with a delivery in this status"})
     source = name_field(metadata={"description": "source name"})
@@ -223,13 +228,24 @@ class OrderSearchArgsSchema(PageArgsSchema):
     received_to = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "received before"})
 
 
+class ReferenceSchema(Schema):
+    connector = fields.String()
+    reference = fields.String(metadata={"description": "the back office's reference of the booking"})
+
+
 class OrderSummarySchema(Schema):
     id = fields.String()
     source = fields.String()
     external_id = fields.String()
     number = fields.String(allow_none=True)
     channel = fields.String(allow_none=True)
-    status = fields.String()
+    status = fields.String(metadata={"description": "the order itself: open or cancelled"})
+    state = fields.String(validate=validate.OneOf(ORDER_STATES), metadata={
+        "description": "where it stands in the back offices: booked, partly booked, parked, dead, "
+                       "waiting or not routed (the console and `broker orders list` show the same)"})
+    tone = fields.String(metadata={"description": "ok, busy, warn or bad: how urgent the state is"})
+    detail = fields.String(metadata={"description": "one line: what it waits for, or the error"})
+    references = fields.List(fields.Nested(ReferenceSchema))
     currency = fields.String()
     total = fields.String()
     email = fields.String(allow_none=True)

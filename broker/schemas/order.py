@@ -1,4 +1,4 @@
-"""The canonical order (v1, /work/shared/ORDER.md): one shape for every channel and connector.
+"""The canonical order (v1, docs/ORDER.md): one shape for every channel and connector.
 
 Imports only marshmallow, pycountry and the stdlib, because connector plugins import it.
 Parse JSON with ``json.loads(body, parse_float=Decimal)``; floats are accepted but go through

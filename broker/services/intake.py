@@ -48,6 +48,29 @@ def store_event(db: Database, source_id: str, event_key: str, topic: str | None,
         }, unique=("source_id", "event_key"))
 
 
+# Sources whose webhook body is itself a canonical order: the gateway validates it before
+# storing, so a broken order is the sender's 422 now, not a rejected event found later.
+CANONICAL_KINDS = frozenset({"standard-webhooks"})
+
+
+def canonical_errors(kind: str, body: bytes) -> dict[str, list[str]] | None:
+    """Field paths and messages of an invalid canonical order body (None when valid, or when
+    the source's channel maps vendor payloads, which only a worker can judge)."""
+    if kind not in CANONICAL_KINDS:
+        return None
+    try:
+        payload = parse_json(body)
+    except (ValueError, RecursionError) as exc:
+        return {"_schema": [f"the body is not valid JSON: {exc}"]}
+    if not isinstance(payload, dict):
+        return {"_schema": ["the body must be a JSON object holding one canonical order"]}
+    try:
+        load_order(payload)
+    except ValidationError as exc:
+        return flatten_errors(exc.messages)
+    return None
+
+
 @dataclass
 class NormaliseResult:
     status: str

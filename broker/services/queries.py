@@ -19,6 +19,7 @@ from broker.models import (
     Source,
     TimelineEntry,
 )
+from broker.services import status as order_status
 from broker.services.audit import scrub
 
 MAX_PAGE = 200
@@ -71,6 +72,7 @@ def order_detail(session: Session, order_id: str, source_ids: set[str] | None = 
                                .order_by(TimelineEntry.at, TimelineEntry.id)).scalars().all()
     detail = {
         **order_summary(order, source_name),
+        **order_status.states_of(session, [order.id])[order.id],
         "order": next((v.data for v in reversed(versions) if v.applied), versions[-1].data
                       if versions else None),
         "versions": [{"version": v.version, "applied": v.applied, "digest": v.digest,
@@ -80,7 +82,9 @@ def order_detail(session: Session, order_id: str, source_ids: set[str] | None = 
         "deliveries": [{"id": d.id, "connector": name, "version": version, "action": d.action,
                         "status": d.status, "attempts": d.attempts, "reference": d.reference,
                         "last_error": d.last_error, "next_attempt_at": _iso(d.next_attempt_at),
-                        "booked_at": _iso(d.booked_at), "attempt_log": attempts.get(d.id, [])}
+                        "booked_at": _iso(d.booked_at), "parked_reason": d.parked_reason,
+                        "parked_kind": d.parked_kind, "parked_key": d.parked_key,
+                        "attempt_log": attempts.get(d.id, [])}
                        for d, name, version in deliveries],
         "timeline": [{"at": _iso(t.at), "step": t.step, "message": t.message,
                       "delivery_id": t.delivery_id} for t in timeline],
@@ -166,11 +170,13 @@ def list_orders(session: Session, *, source_ids: set[str] | None = None, limit: 
                 external_id: str | None = None, email: str | None = None, reference: str | None = None,
                 delivery_status: str | None = None, source: str | None = None,
                 received_from: datetime | None = None, received_to: datetime | None = None,
-                ) -> list[dict[str, Any]]:
-    """Newest first; `before` is the cursor (an order id, ids are time-ordered).
+                state: str | None = None) -> list[dict[str, Any]]:
+    """Newest first, each with its status (broker.services.status) and back-office references;
+    `before` is the cursor (an order id, ids are time-ordered).
 
     Every filter is an equality or range on an indexed column (migration 0006), so a search
-    costs the same on a million orders as on a hundred.
+    costs the same on a million orders as on a hundred; `state` (booked, dead, …) reads the
+    deliveries of the orders it passes through.
     """
     query = select(Order, Source.name).join(Source, Source.id == Order.source_id)
     if source_ids is not None:
@@ -195,8 +201,11 @@ def list_orders(session: Session, *, source_ids: set[str] | None = None, limit: 
         query = query.where(Order.id.in_(select(Delivery.order_id).where(Delivery.reference == reference)))
     if delivery_status:
         query = query.where(Order.id.in_(select(Delivery.order_id).where(Delivery.status == delivery_status)))
-    rows = session.execute(query.order_by(Order.id.desc()).limit(max(1, min(limit, MAX_PAGE))))
-    return [order_summary(o, name) for o, name in rows]
+    if state:
+        query = query.where(order_status.state_filter(state))
+    rows = session.execute(query.order_by(Order.id.desc()).limit(max(1, min(limit, MAX_PAGE)))).all()
+    states = order_status.states_of(session, [o.id for o, _ in rows])
+    return [{**order_summary(o, name), **states[o.id]} for o, name in rows]
 
 
 def event_detail(session: Session, event_id: str) -> dict[str, Any] | None:

@@ -81,7 +81,12 @@ def upsert_connector(db: Database, box: SecretBox, name: str, kind: str,
             raise SetupError(f"connector {name!r} is of kind {row.kind!r}, not {kind!r}")
         else:
             old_public, old_secrets = dict(row.config or {}), box.decrypt(row.secrets_encrypted, {})
-            secrets = {**old_secrets, **secrets}
+            kept = {**old_secrets, **secrets}
+            try:  # a stored secret the new config has no place for (auth basic -> bearer) goes
+                validate_connector_config(kind, merge_secrets(public, kept))
+                secrets = kept
+            except InvalidConfig:
+                pass
         changed = audit.changed_names(old_secrets, secrets)
         if created or changed or public != old_public:
             audit.record(session, actor=actor, action="connector.create" if created else "connector.update",

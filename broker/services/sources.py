@@ -66,7 +66,7 @@ def check_settings(kind: str, settings: Mapping[str, Any], credentials: Mapping[
                 raise SetupError(f"{kind} sources have no {what} {key!r}; known: "
                                  f"{', '.join(sorted(known)) or 'none'}")
     for key in ("catchup_interval", "catchup_lookback"):
-        if key in settings:
+        if settings.get(key) not in (None, ""):  # empty removes the setting
             try:
                 if float(settings[key]) < 0:
                     raise ValueError

@@ -17,9 +17,11 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +156,9 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         stale.unlink()
     tmp = tmp_path_factory.mktemp("console")
     port = free_port()
-    stack = Stack(tmp, "sqlite", "embedded", public_url=f"http://127.0.0.1:{port}")
+    # max_attempts: a back office that is down keeps its deliveries retrying (not dead) for the
+    # problems-panel step, whatever the machine's speed
+    stack = Stack(tmp, "sqlite", "embedded", public_url=f"http://127.0.0.1:{port}", max_attempts="40")
     stack.app.config["CONSOLE_DASHBOARD_TTL"] = 0  # the dashboard shows each step's effect at once
     stack.serve(port)
     for user, role in (("root", "admin"), ("vera", "viewer"), ("oscar", "operator")):
@@ -242,9 +246,10 @@ def test_connector_form_shows_errors_inline_then_tests_the_connection(console: C
     page.get_by_role("button", name="Continue").click()
     console.shot(page, "connector-new")
     page.get_by_label("Name (required)").fill("erp")
-    page.get_by_label("Url (required)").fill("erp.example.com/orders")  # no scheme: not a URL
-    page.get_by_label("Timeout", exact=True).fill("soon")
-    auth = page.get_by_role("group", name="Auth")
+    page.get_by_label("URL (required)").fill("erp.example.com/orders")  # no scheme: not a URL
+    page.locator("details.more > summary").click()  # the optional settings, folded
+    page.get_by_label("Read timeout (s)").fill("soon")
+    auth = page.get_by_role("group", name="Authentication")
     auth.get_by_label("Type").select_option("basic")
     auth.get_by_label("Password").fill(SECRET_CANARY)  # and no user name
     page.get_by_role("button", name="Create connector").click()
@@ -261,8 +266,9 @@ def test_connector_form_shows_errors_inline_then_tests_the_connection(console: C
     sync_api.expect(page.locator("#form-errors")).to_be_visible()
     console.shot(page, "connector-invalid")
 
+    sync_api.expect(page.locator("details.more")).to_have_attribute("open", "")  # an error inside
     url_field.fill(console.sink.url + "/orders")
-    page.get_by_label("Timeout", exact=True).fill("5")
+    page.get_by_label("Read timeout (s)").fill("5")
     auth.get_by_label("Type").select_option("none")
     page.get_by_role("button", name="Create connector").click()
     sync_api.expect(page.get_by_role("status").first).to_have_text("Connector erp created.")
@@ -294,6 +300,9 @@ def test_route_then_webhook_then_the_orders_journey(console: Console) -> None:
     sync_api.expect(delivery.get_by_role("heading")).to_contain_text("erp · version 1 · create · booked")
     reference = console.sink.records["J-1"]["id"]
     sync_api.expect(delivery.locator("code.reference")).to_have_text(reference)
+    status = page.locator("dl.facts").first
+    sync_api.expect(status.locator(".badge.tone-ok")).to_have_text("booked")
+    sync_api.expect(status).to_contain_text(reference)
     sync_api.expect(delivery.get_by_role("table")).to_contain_text("booked")
     timeline = page.locator("ol.timeline").inner_text()
     assert "received" in timeline and "booked" in timeline
@@ -355,6 +364,169 @@ def test_admin_maps_a_missing_sku_and_the_parked_order_books(console: Console) -
     page.goto(console.base + "/console/")
     sync_api.expect(page.locator(".stats")).to_contain_text("3 orders received in 7 days")
     console.shot(page, "dashboard")
+
+
+class Upstream:
+    """A REST back office that can be down (nothing listens on its port) and come back."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.server: ThreadingHTTPServer | None = None
+        self.orders: list[str] = []
+
+    def start(self) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                doc = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                outer.orders.append(doc["order"]["external_id"])
+                body = json.dumps({"id": f"WMS-{len(outer.orders)}"}).encode()
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def test_a_back_office_that_is_down_shows_in_needs_attention_until_it_is_back(console: Console) -> None:
+    from sqlalchemy import select
+
+    upstream = Upstream()
+    secret = console.stack.source("pos")
+    console.stack.http_connector("wms", f"http://127.0.0.1:{upstream.port}/orders", timeout=2,
+                                 connect_timeout=1)
+    console.stack.route("pos", "wms")
+    console.start_worker()
+    assert console.webhook(console.base + "/webhooks/pos", secret, order("W-1")) == 202
+
+    def attempts() -> int:
+        with console.stack.runtime.db.begin() as session:
+            return session.execute(select(Delivery.attempts).join(Order, Order.id == Delivery.order_id)
+                                   .where(Order.external_id == "W-1")).scalar() or 0
+
+    wait_until(lambda: attempts() >= 3, timeout=60, message="three failed attempts")
+    page = console.page("oscar")
+    problem = page.locator(".problems li.bad", has_text="wms keeps failing")
+    sync_api.expect(problem).to_contain_text("1 delivery retrying")
+    sync_api.expect(problem).to_contain_text("since")
+    sync_api.expect(problem).to_contain_text("127.0.0.1")  # the last error names the address
+    latest = page.get_by_role("region", name="Latest orders")
+    sync_api.expect(latest.get_by_role("row", name=re.compile("#W-1"))).to_contain_text("waiting")
+    console.shot(page, "dashboard-back-office-down")
+    problem.get_by_role("link", name="Orders waiting").click()
+    sync_api.expect(page.get_by_role("row", name=re.compile("#W-1"))).to_contain_text("retrying after")
+    console.shot(page, "orders-waiting")
+    page.get_by_role("link", name="#W-1").click()
+    delivery = page.locator("article.delivery")
+    sync_api.expect(delivery.get_by_role("heading")).to_contain_text("retrying")
+    sync_api.expect(delivery.get_by_role("heading").locator(".badge.tone-warn")).to_have_text("retrying")
+    sync_api.expect(page.locator("ol.timeline .repeat").first).to_contain_text("since")
+    console.shot(page, "journey-retrying")
+
+    upstream.start()  # the back office is back: the next retry books it
+    try:
+        console.wait_for("W-1", DeliveryStatus.BOOKED)
+        page.goto(console.base + "/console/")
+        sync_api.expect(page.locator(".problems li", has_text="wms")).to_have_count(0)
+        sync_api.expect(latest.get_by_role("row", name=re.compile("#W-1"))).to_contain_text("WMS-1")
+        console.shot(page, "dashboard-back-office-back")
+    finally:
+        upstream.stop()
+    assert upstream.orders == ["W-1"]
+
+
+def test_a_rejected_event_is_reprocessed_after_the_fix(console: Console) -> None:
+    """A Shopify refund webhook carries no order; without the shop's API token the broker cannot
+    fetch it, so the event is rejected. The admin finds it from the dashboard, adds the token in
+    the source's settings and reprocesses it: the order is booked."""
+    from fakes.shopify import FakeShopify, fixture
+
+    with FakeShopify() as shop:
+        shop.add_order(fixture("order_edited_partially_refunded.json"))
+        console.stack.cli("sources", "add", "shopify", "--kind", "shopify", "--secret", shop.client_secret,
+                          "--setting", f"shop={shop.shop}", "--setting", f"api_url={shop.api_url}")
+        console.stack.route("shopify", "erp")
+        body, headers = shop.webhook("refunds/create", fixture("refund_create.json"))
+        request = urllib.request.Request(console.base + "/webhooks/shopify", data=body, headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 202
+        page = console.page()
+        problem = page.locator(".problems li", has_text="shopify: 1 event rejected")
+        for _ in range(60):  # the worker normalises it within a sweep
+            if problem.count():
+                break
+            time.sleep(0.5)
+            page.reload()
+        sync_api.expect(problem).to_be_visible()
+        console.shot(page, "dashboard-rejected-event")
+        problem.get_by_role("link", name="Source shopify").click()
+        rejected = page.get_by_role("region", name="Rejected events")
+        sync_api.expect(rejected).to_contain_text("refunds/create")
+        sync_api.expect(rejected).to_contain_text("no Shopify access_token")
+        console.shot(page, "source-rejected-events")
+
+        page.get_by_label(re.compile("access_token")).fill(shop.access_token)
+        page.get_by_role("button", name="Save settings").click()
+        sync_api.expect(page.get_by_role("status").first).to_have_text("Source shopify saved.")
+        page.get_by_role("region", name="Rejected events").get_by_role("button", name="Reprocess").click()
+        sync_api.expect(page.get_by_role("status").first).to_contain_text("1 order version(s) accepted")
+        sync_api.expect(page.get_by_role("region", name="Rejected events")).to_have_count(0)
+        console.shot(page, "source-event-reprocessed")
+        external_id = str(fixture("order_edited_partially_refunded.json")["id"])
+        console.wait_for(external_id, DeliveryStatus.BOOKED)
+    assert shop.access_token not in page.content()
+
+
+def test_a_connector_form_follows_its_auth_type(console: Console) -> None:
+    page = console.page()
+    page.goto(console.base + "/console/connectors/new?kind=http")
+    form = page.locator("form.config")
+    height = form.evaluate("f => f.getBoundingClientRect().height")
+    assert height < 1200, height  # was 2,600 px with every auth field and every option shown
+    sync_api.expect(page.get_by_text("Where orders are sent")).to_be_visible()  # help from the schema
+    auth = page.get_by_role("group", name="Authentication")
+    for hidden in ("User name", "Password", "Client ID", "Token URL"):
+        sync_api.expect(auth.get_by_label(hidden, exact=True)).to_be_hidden()
+    console.shot(page, "connector-form-auth-none")
+    auth.get_by_label("Type").select_option("basic")
+    sync_api.expect(auth.get_by_label("User name")).to_be_visible()
+    sync_api.expect(auth.get_by_label("Password")).to_be_visible()
+    sync_api.expect(auth.get_by_label("Client ID")).to_be_hidden()
+    auth.get_by_label("User name").fill("left-over")
+    console.shot(page, "connector-form-auth-basic")
+    auth.get_by_label("Type").select_option("oauth2_consent")
+    for shown in ("Token URL", "Authorization URL", "Client ID", "Client secret", "Scope"):
+        sync_api.expect(auth.get_by_label(shown, exact=True)).to_be_visible()
+    sync_api.expect(auth.get_by_label("User name")).to_be_hidden()
+    console.shot(page, "connector-form-auth-consent")
+    auth.get_by_label("Type").select_option("bearer")
+    auth.get_by_label("Token", exact=True).fill("bearer-token-for-the-form-7c")
+    page.get_by_label("Name (required)").fill("form-erp")
+    page.get_by_label("URL (required)").fill(console.sink.url + "/orders")
+    page.get_by_role("button", name="Create connector").click()
+    sync_api.expect(page.get_by_role("status").first).to_have_text("Connector form-erp created.")
+    sync_api.expect(page.get_by_role("group", name="Authentication").get_by_label("Token", exact=True)
+                    ).to_be_visible()  # an edit shows the stored choice's fields
+    console.shot(page, "connector-form-saved")
+    with console.stack.runtime.db.begin() as session:
+        from sqlalchemy import select
+
+        from broker.models import Connector
+
+        row = session.execute(select(Connector).where(Connector.name == "form-erp")).scalar_one()
+        assert row.config["auth"] == {"type": "bearer"}  # the user name typed under basic is gone
 
 
 def test_admin_pages_for_clients_and_audit(console: Console) -> None:

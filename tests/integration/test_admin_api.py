@@ -173,7 +173,11 @@ def test_connector_kinds_carry_a_json_schema_with_write_only_secrets(stack, admi
     assert schema["type"] == "object" and "url" in schema["required"]
     assert schema["additionalProperties"] is False
     password = schema["properties"]["auth"]["properties"]["password"]
-    assert password == {"type": "string", "writeOnly": True, "format": "password"}
+    assert {k: password[k] for k in ("type", "writeOnly", "format")} == {
+        "type": "string", "writeOnly": True, "format": "password"}
+    # the help the console's form shows, and when the field applies
+    assert password["description"] and password["x-shown-when"] == {"type": ["basic"]}
+    assert schema["properties"]["url"]["description"].startswith("Where orders are sent")
     assert "auth.password" in http["secrets"]
     for kind in kinds.values():  # every kind's schema is a valid JSON Schema
         jsonschema.Draft202012Validator.check_schema(kind["config_schema"])

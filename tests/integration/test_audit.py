@@ -20,7 +20,7 @@ from broker.models import AuditEntry, Connector, Delivery, DeliveryStatus, Signi
 from broker.runtime import Runtime
 from broker.schemas.order import load_order
 from broker.services import audit
-from broker.services.intake import normalise_event
+from broker.services.intake import normalise_event, store_event
 from broker.services.orders import apply_version
 from broker.settings import load_settings
 
@@ -98,7 +98,11 @@ def test_every_admin_change_is_recorded_with_actor_time_and_before_after(stack, 
     secret = stack.cli("sources", "rotate-secret", "shop", "--json")["secret"]
     bad = order("A2")
     bad["lines"][0]["quantity"] = "0"
-    event_id = stack.webhook("shop", secret, bad)[1]["event_id"]
+    assert stack.webhook("shop", secret, bad)[0] == 422  # refused at the gateway; one stored before:
+    with stack.runtime.db.begin() as session:
+        source_id = session.execute(select(Source.id).where(Source.name == "shop")).scalar_one()
+    event_id = store_event(stack.runtime.db, source_id, "msg_a2", "order",
+                           {"content-type": "application/json"}, json.dumps(bad).encode())[1]
     assert normalise_event(stack.runtime.db, event_id).status == "rejected"
     stack.cli("events", "reprocess", event_id, "--json")
 

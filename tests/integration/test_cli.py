@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from broker.db import Base
 from broker.models import Connector, Delivery, InboundEvent, Route, Source
-from broker.services.intake import normalise_event
+from broker.services.intake import normalise_event, store_event
 
 
 def run(stack: Any, *args: str) -> Any:
@@ -245,8 +245,12 @@ def test_events_reprocess_keeps_an_unmappable_event_rejected_with_its_field_path
     bad = order("EV-1")
     bad["lines"][0]["quantity"] = "0"
     status, body = stack.webhook("webshop", secret, bad)
-    assert status == 202, body  # stored first: mapping problems never cost the vendor a retry
-    event_id = body["event_id"]
+    assert status == 422 and "lines.0.quantity" in body["error"]["fields"]  # the gateway says so now
+    # An event the gateway stored unchecked (one from before it validated canonical orders)
+    with stack.runtime.db.begin() as session:
+        source_id = session.execute(select(Source.id).where(Source.name == "webshop")).scalar_one()
+    _, event_id = store_event(stack.runtime.db, source_id, "msg_ev1", "order",
+                              {"content-type": "application/json"}, json.dumps(bad).encode())
 
     result = normalise_event(stack.runtime.db, event_id)
     assert result.status == "rejected"

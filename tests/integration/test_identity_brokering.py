@@ -451,7 +451,7 @@ def test_issuer_urls_go_through_the_ssrf_guard(corp: Stack, idp: OidcProvider) -
     with ssrf.policy(allow_private=False):
         for url in ("https://169.254.169.254", "https://127.0.0.1:8443", "https://[::ffff:10.0.0.1]",
                     "https://2130706433"):
-            with pytest.raises(SetupError, match="BROKER_ALLOW_PRIVATE_NETWORKS"):
+            with pytest.raises(SetupError, match="BROKER_ALLOWED_PRIVATE_HOSTS"):
                 upsert_issuer(corp.runtime.db, corp.runtime.box, "meta", issuer=url, audience="x")
         with pytest.raises(IssuerUnavailable):
             discover(idp.issuer)  # loopback, plain http: refused before connecting

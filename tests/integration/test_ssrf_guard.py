@@ -30,7 +30,7 @@ from connectors.edi import EdiConnector
 from connectors.errors import PermanentError
 from connectors.http import HttpConnector
 
-HINT = "BROKER_ALLOW_PRIVATE_NETWORKS=true only for development"
+HINT = "BROKER_ALLOWED_PRIVATE_HOSTS"
 
 
 class Recorder:

@@ -138,7 +138,7 @@ def test_non_public_destinations_are_refused_with_the_reason(strict: None, url: 
     with pytest.raises(ssrf.Refused) as caught:
         ssrf.check_url(url)
     assert said in str(caught.value)
-    assert "BROKER_ALLOW_PRIVATE_NETWORKS=true only for development" in str(caught.value)
+    assert "add its host name or address to BROKER_ALLOWED_PRIVATE_HOSTS" in str(caught.value)
     assert isinstance(caught.value, PermanentError)  # connectors dead-letter, never retry
 
 
@@ -280,3 +280,149 @@ def test_the_setting_defaults_to_refusing_and_the_runtime_applies_it(tmp_path: P
         assert not ssrf.private_allowed()
         Runtime(load_settings({**base, "BROKER_ALLOW_PRIVATE_NETWORKS": "true"})).close()
         assert ssrf.private_allowed()
+
+
+# --- the allow-list: on-premises systems by name, address or network -------------------------
+
+class Resolver:
+    """A DNS that answers scripted addresses for a few test names (one list per lookup, the
+    last one repeating) and asks the real resolver for every other name: a name's answer can
+    change between two connections, as in DNS rebinding, without touching the system's DNS."""
+
+    def __init__(self, real: Any, answers: dict[str, list[list[str]]]) -> None:
+        self.real, self.answers = real, answers
+        self.asked: list[str] = []
+
+    def __call__(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        scripted = self.answers.get(str(host))
+        if scripted is None:
+            return self.real(host, port, *args, **kwargs)
+        self.asked.append(str(host))
+        addresses = scripted.pop(0) if len(scripted) > 1 else scripted[0]
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                 (a, int(port or 0))) for a in addresses]
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> Any:
+    def script(**answers: list[list[str]]) -> Resolver:
+        resolver = Resolver(socket.getaddrinfo, {k.replace("_", "."): v for k, v in answers.items()})
+        monkeypatch.setattr(socket, "getaddrinfo", resolver)
+        return resolver
+    return script
+
+
+def test_an_allow_listed_address_passes_and_its_neighbour_is_refused() -> None:
+    with ssrf.policy(allow_private=False, allowed="10.1.2.3, 10.0.4.0/24, fd00::5"):
+        assert ssrf.check_url("https://10.1.2.3/api").addresses == ("10.1.2.3",)
+        assert ssrf.check_url("https://10.0.4.77:8443/").addresses == ("10.0.4.77",)
+        assert ssrf.check_url("https://[fd00::5]/").addresses == ("fd00::5",)
+        for url, said in (("https://10.1.2.4/api", "10.1.2.4 is a private address (RFC 1918)"),
+                          ("https://10.0.5.1/", "10.0.5.1 is a private address"),
+                          ("https://[fd00::6]/", "fd00::6 is a unique-local address"),
+                          ("https://127.0.0.1/", "127.0.0.1 is a loopback address"),
+                          ("https://169.254.169.254/", "the cloud metadata address")):
+            with pytest.raises(ssrf.Refused, match=re.escape(said)):
+                ssrf.check_url(url)
+
+
+def test_https_is_still_required_unless_the_entry_says_http() -> None:
+    with ssrf.policy(allow_private=False, allowed="localhost"):
+        assert ssrf.check_url("https://localhost:9000/").host == "localhost"
+        with pytest.raises(ssrf.Refused, match=re.escape(
+                "http://localhost is not allowed: use https, or list the host as http://localhost")):
+            ssrf.check_url("http://localhost:9000/")
+    with ssrf.policy(allow_private=False, allowed="http://localhost, 10.0.4.0/24"):
+        assert ssrf.check_url("http://localhost:9000/").scheme == "http"
+        with pytest.raises(ssrf.Refused, match="is not allowed: use https"):
+            ssrf.check_url("http://10.0.4.5/")  # listed, but for https only
+        with pytest.raises(ssrf.Refused, match=re.escape("127.0.0.1 is a loopback address")):
+            ssrf.check_url("http://127.0.0.1:9000/")  # what localhost resolves to is not listed
+
+
+def test_a_listed_name_reaches_a_real_loopback_server_and_the_address_alone_does_not(
+        server: Server) -> None:
+    http = pool(connect_timeout=2, timeout=2, verify_tls=True)
+    with ssrf.policy(allow_private=False, allowed="http://localhost"):
+        answer = http.request("GET", f"http://localhost:{server.port}/x", redirect=False)
+        assert answer.status == 200
+        with pytest.raises(ssrf.Refused, match=re.escape("127.0.0.1 is a loopback address")):
+            http.request("GET", f"http://127.0.0.1:{server.port}/x", redirect=False)
+    assert server.hosts == [f"localhost:{server.port}"]
+
+
+def test_a_listed_name_may_resolve_into_private_space_but_never_to_the_metadata_address(dns: Any) -> None:
+    dns(erp_lan=[["10.9.9.9"]], meta_lan=[["169.254.169.254"]])
+    with ssrf.policy(allow_private=False, allowed="erp.lan, meta.lan"):
+        assert ssrf.check_url("https://erp.lan/").addresses == ("10.9.9.9",)
+        with pytest.raises(ssrf.Refused, match=re.escape("meta.lan resolves to 169.254.169.254, the cloud")):
+            ssrf.check_url("https://meta.lan/")
+
+
+def test_dns_rebinding_to_an_unlisted_private_address_is_refused_at_the_next_connection(
+        dns: Any, server: Server) -> None:
+    """rebind.test answers 127.0.0.1 (listed) first, then 127.0.0.2 (loopback, not listed): the
+    first request goes through, the connection after it is refused before any byte is sent."""
+    resolver = dns(rebind_test=[["127.0.0.1"], ["127.0.0.2"]])
+    with ssrf.policy(allow_private=False, allowed="http://127.0.0.1"):
+        ssrf.check_url(f"http://rebind.test:{server.port}/")  # at setup: 127.0.0.1, allowed
+        http = pool(connect_timeout=2, timeout=2, verify_tls=True)
+        with pytest.raises(ssrf.Refused, match=re.escape(
+                "rebind.test resolves to 127.0.0.2, a loopback address")):
+            http.request("GET", f"http://rebind.test:{server.port}/", redirect=False)
+    assert resolver.asked == ["rebind.test", "rebind.test"]
+    assert server.hosts == []
+
+
+def test_a_name_resolving_to_a_listed_network_passes_and_is_pinned(dns: Any, server: Server) -> None:
+    dns(shop_lan=[["127.0.0.1"]])
+    with ssrf.policy(allow_private=False, allowed="http://127.0.0.0/30"):
+        answer = pool(connect_timeout=2, timeout=2, verify_tls=True).request(
+            "GET", f"http://shop.lan:{server.port}/", redirect=False)
+    assert answer.status == 200
+    assert server.hosts == [f"shop.lan:{server.port}"]
+
+
+def test_database_hosts_go_through_the_same_guard() -> None:
+    with ssrf.policy(allow_private=False):
+        for url, said in (
+                ("postgresql+psycopg://app:pw-canary-1@127.0.0.1:5432/erp", "127.0.0.1 is a loopback"),
+                ("mysql+pymysql://app:pw-canary-1@10.0.0.5/erp", "10.0.0.5 is a private address"),
+                ("postgresql+psycopg://app:pw-canary-1@db.example.com/erp?hostaddr=127.0.0.1",
+                 "127.0.0.1 is a loopback"),
+                ("postgresql+psycopg://app:pw-canary-1@/erp", "localhost resolves to")):  # Unix socket
+            with pytest.raises(ssrf.Refused, match=re.escape(said)) as caught:
+                ssrf.check_settings({"url": url})
+            assert "pw-canary-1" not in str(caught.value)
+        ssrf.check_settings({"url": "sqlite:////var/lib/legacy/orders.db"})  # a file, no network
+    with ssrf.policy(allow_private=False, allowed="127.0.0.1, localhost"):
+        ssrf.check_database_url("postgresql+psycopg://app:pw@127.0.0.1:5432/erp")
+        ssrf.check_database_url("postgresql+psycopg://app:pw@/erp")
+
+
+def test_bad_allow_list_entries_stop_the_start_naming_the_variable(tmp_path: Path) -> None:
+    from broker.settings import ConfigError, load_settings
+
+    base = {"BROKER_DATA_DIR": str(tmp_path), "HOME": str(tmp_path)}
+    for entry, said in (("erp.lan:8069", "give no port"), ("https://erp.lan/api", "a path"),
+                        ("user@erp.lan", "credentials"), ("10.0.0.0/33", "malformed network")):
+        with pytest.raises(ConfigError, match=re.escape(said)) as caught:
+            load_settings({**base, "BROKER_ALLOWED_PRIVATE_HOSTS": entry}, create_key=False)
+        assert "BROKER_ALLOWED_PRIVATE_HOSTS" in str(caught.value)
+    settings = load_settings({**base, "BROKER_ALLOWED_PRIVATE_HOSTS": "ERP.lan., http://10.0.4.0/24"},
+                             create_key=False)
+    assert settings.allowed_private_hosts == ("erp.lan", "http://10.0.4.0/24")
+
+
+def test_the_runtime_applies_the_allow_list(tmp_path: Path) -> None:
+    from broker.runtime import Runtime
+    from broker.settings import load_settings
+
+    settings = load_settings({"BROKER_DATA_DIR": str(tmp_path), "HOME": str(tmp_path),
+                              "BROKER_ALLOWED_PRIVATE_HOSTS": "10.0.4.0/24"})
+    with ssrf.policy(allow_private=True):
+        Runtime(settings).close()
+        assert not ssrf.private_allowed()
+        assert ssrf.check_url("https://10.0.4.20/").addresses == ("10.0.4.20",)
+        with pytest.raises(ssrf.Refused):
+            ssrf.check_url("https://10.0.5.20/")
