@@ -166,7 +166,7 @@ def setup_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except (SetupError, LookupError, NotReplayable) as exc:
-        fail(str(exc).strip("'\""))
+        fail(str(exc.args[0]) if exc.args else str(exc))  # not str(): a KeyError quotes itself
 
 
 def actor() -> str:
