@@ -9,7 +9,7 @@ import pytest
 from test_odoo_connector import Make, connect, ctx, fake, make_order  # noqa: F401  (fixtures)
 
 from connectors.base import Links, PushContext
-from connectors.errors import IdentityReview, PermanentError
+from connectors.errors import IdentityReview, MissingSetting
 from connectors.identity import resolve_customer
 
 
@@ -45,7 +45,8 @@ def test_an_identity_review_names_the_connector_in_its_command(email: str, verif
 def test_odoos_missing_pricelist_message_is_a_well_formed_setting(fake: Any, connect: Make) -> None:  # noqa: F811
     order = make_order("W-2001")
     order["currency"] = "EUR"
-    with pytest.raises(PermanentError) as caught:
+    with pytest.raises(MissingSetting) as caught:  # parks until the connector is saved
         connect().push(order, ctx())
-    assert "add pricelists: {EUR: PRICELIST_ID} (a pricelist" in str(caught.value)
+    assert caught.value.key == "pricelists"
+    assert "add pricelists: {EUR: PRICELIST_ID} (an active pricelist in EUR" in str(caught.value)
     assert "}}" not in str(caught.value)
