@@ -34,6 +34,9 @@ class Runtime:
         self.db = Database(settings.database_url)
         self.box = SecretBox(settings.secret_keys)
         self._connectors: dict[str, tuple[str, Connector]] = {}
+        # Seconds a push to each connector takes in this process (a moving average): delivery
+        # batches are sized from it.
+        self.push_seconds: dict[str, float] = {}
         self._lock = threading.Lock()
 
     @cached_property

@@ -390,38 +390,54 @@ def announce(connector: Connector, recorded: Recorded) -> None:
 
 @dataclass
 class LeasePlan:
-    """How long a batch's lease lasts, how many deliveries it holds, how many batches at once."""
+    """How long a batch's lease lasts, how many deliveries it holds, how many batches at once,
+    and how much lease must be left for a push to start."""
 
     lease_seconds: float
     batch: int
     max_in_flight: int
+    push_room: float
 
 
-def lease_plan(connector: Connector, lease_seconds: float, claim_batch: int) -> LeasePlan:
-    """Size the batch so that every push of it fits in the lease at the connector's worst case
-    (calls per push x (connect + read timeout)); the lease is renewed while pushes run anyway."""
+UNMEASURED_BATCH = 1  # until this process has timed a push to the connector: do not hoard
+
+
+def lease_plan(connector: Connector, lease_seconds: float, claim_batch: int,
+               push_seconds: float | None = None) -> LeasePlan:
+    """Size the batch from the real work: what this process's recent pushes to the connector
+    (`push_seconds`, a moving average) say fits twice into one lease, so a fast back office
+    gets whole batches and a slow one small batches that other workers can share. The lease is
+    renewed every quarter of its length while the batch runs, and no push starts with less
+    lease left than its slowest possible push (`calls_per_push` x (connect + read timeout), at
+    most half the lease), so a crashed worker's batch is taken over after one lease, however
+    slow the back office."""
     config = connector.config or {}
     try:
         kind = connector_class(connector.kind)
-        calls, limit = max(1, kind.calls_per_push), kind.max_in_flight
+        limit, calls = kind.max_in_flight, max(1, kind.calls_per_push)
     except LookupError:  # the kind's package is gone: the push will say so
-        calls, limit = 2, 1
+        limit, calls = 1, 1
     per_call = float(config.get("connect_timeout") or 5) + float(config.get("timeout") or 30)
-    per_push = calls * per_call + 1
-    batch = max(1, min(claim_batch, int(lease_seconds // per_push)))
-    return LeasePlan(lease_seconds, batch, connector.max_in_flight or limit)
+    lease = lease_seconds
+    if push_seconds is None:
+        batch = min(claim_batch, UNMEASURED_BATCH)
+    else:
+        batch = max(1, min(claim_batch, int(lease / (2 * max(push_seconds, 0.001)))))
+    return LeasePlan(lease, batch, connector.max_in_flight or limit, min(calls * per_call, lease / 2))
 
 
 class LeaseKeeper:
     """Renews a batch's leases while its pushes run, so a slow back office never makes a
     second worker take deliveries that are still being pushed; knows which ones were lost
-    anyway (the worker stalled past its lease) so they are not pushed twice."""
+    anyway (another worker took them) and how long the lease surely lasts, so no push starts
+    that could outlive it."""
 
     def __init__(self, rt: Runtime, claims: list[Claim], lease_seconds: float) -> None:
         self.rt, self.lease = rt, lease_seconds
         self.token = claims[0].token if claims else ""
         self.ids = [c.delivery_id for c in claims]
         self.lost: set[str] = set()
+        self.expires = time.monotonic() + lease_seconds  # the claim just set it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
 
@@ -433,6 +449,7 @@ class LeaseKeeper:
                 log.exception("renewing the leases of %d deliveries failed", len(self.ids))
 
     def renew(self) -> None:
+        started = time.monotonic()
         with self.rt.db.begin() as session:
             now = db_now(session)
             kept = session.execute(update(Delivery).where(
@@ -444,6 +461,11 @@ class LeaseKeeper:
                 ours = set(session.execute(select(Delivery.id).where(
                     Delivery.id.in_(self.ids), Delivery.lease_token == self.token)).scalars())
                 self.lost.update(set(self.ids) - ours)
+        self.expires = started + self.lease
+
+    def may_push(self, delivery_id: str, longest: float) -> bool:
+        """Still ours, with time for a push of `longest` seconds before the lease could end."""
+        return delivery_id not in self.lost and time.monotonic() + longest < self.expires
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()
@@ -452,6 +474,14 @@ class LeaseKeeper:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _measured(rt: Runtime, connector_id: str, outcomes: list[Outcome]) -> None:
+    """Fold a batch's push durations into the connector's moving average (this process)."""
+    for outcome in outcomes:
+        seconds = outcome.duration_ms / 1000
+        last = rt.push_seconds.get(connector_id)
+        rt.push_seconds[connector_id] = seconds if last is None else 0.8 * last + 0.2 * seconds
 
 
 @dataclass
@@ -518,7 +548,8 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
             if connector is None or not connector.enabled:
                 return processed
             session.expunge(connector)
-            plan = lease_plan(connector, settings.lease_seconds, settings.claim_batch)
+            plan = lease_plan(connector, settings.lease_seconds, settings.claim_batch,
+                              rt.push_seconds.get(connector_id))
             claims = claim(session, connector, limit=plan.batch, lease_seconds=plan.lease_seconds,
                            max_attempts=settings.max_attempts, max_in_flight=plan.max_in_flight)
         if not claims:
@@ -528,8 +559,8 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
         outcomes, known = [], batch.known
         with LeaseKeeper(rt, claims, plan.lease_seconds) as keeper:
             for c in claims:
-                if c.delivery_id in keeper.lost:
-                    continue  # another worker holds it now: never two pushes at once
+                if not keeper.may_push(c.delivery_id, plan.push_room):
+                    continue  # taken over, or its lease might end mid-push: never two at once
                 data = batch.versions[c.version_id]
                 reference = batch.references.get(c.order_id)
                 c.action = delivery_action(data.get("status", "open"), reference)
@@ -538,6 +569,7 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
                                       batch.predecessors.get(c.order_id))
                 known = _with_learned(known, outcome.links)
                 outcomes.append(outcome)
+        _measured(rt, connector_id, outcomes)
         with rt.db.begin() as session:
             written = record(session, rt, connector, outcomes)
         for recorded in written:
