@@ -74,8 +74,9 @@ app.steps["consumer"].add(ConnectorQueues)
 @signals.celeryd_after_setup.connect
 def _note_explicit_queues(sender: Any, instance: Any, conf: Any, **kwargs: Any) -> None:
     # `-Q connector.x` means a dedicated worker: do not add every other connector's queue.
-    options = getattr(instance, "options", {}) or {}
-    app._explicit_queues = bool(options.get("queues"))
+    # Celery keeps what -Q selected as the queues' consume-from set (None without -Q); it does
+    # not keep the option itself.
+    app._explicit_queues = instance.app.amqp.queues._consume_from is not None
     if not app._explicit_queues:
         for queue in connector_queues():
             instance.app.amqp.queues.select_add(queue)
