@@ -36,9 +36,8 @@ def data_purge(dry_run: bool, as_json: bool) -> None:
              "would delete" if dry_run else "deleted": r["rows"],
              **({} if dry_run else {"batches": r["batches"]}),
              **{k: v for k, v in r["related"].items()}} for name, r in report.items()]
-    columns = ["data", "keep", "older than", "would delete" if dry_run else "deleted"]
-    if not dry_run:
-        columns += ["batches", "deliveries", "delivery_attempts"]
+    columns = ["data", "keep", "older than", "would delete" if dry_run else "deleted",
+               *([] if dry_run else ["batches"]), "deliveries", "delivery_attempts"]
     text = table(rows, columns)
     if policy.archive_dir and not dry_run:
         text += f"\narchived to {policy.archive_dir}"

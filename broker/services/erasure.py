@@ -117,6 +117,7 @@ class Needles:
 
     def pattern(self) -> re.Pattern[str]:
         values = {v.strip() for v in self.strong | self.weak if v and len(v.strip()) >= MIN_NEEDLE}
+        values |= {json.dumps(v)[1:-1] for v in values}  # as an escaped JSON text quotes it
         parts = []
         for value in sorted(values, key=len, reverse=True):
             edge = r"[\w.,]" if value.replace(" ", "").isdigit() else r"\w"

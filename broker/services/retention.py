@@ -198,10 +198,17 @@ def purge_class(db: Database, name: str, days: int, *, batch: int = 500,
     cutoff = now - timedelta(days=days)
     purged = Purged(days, cutoff.isoformat())
     table, candidates = CANDIDATES[name](cutoff)
-    if dry_run:
+    if dry_run:  # counted per class: attempts of purgeable versions are counted twice
+        ids = candidates.order_by(None)
         with db.begin() as session:
-            purged.rows = session.execute(
-                select(func.count()).select_from(candidates.order_by(None).subquery())).scalar_one()
+            purged.rows = session.execute(select(func.count()).select_from(ids.subquery())).scalar_one()
+            if name == "versions":
+                deliveries = select(Delivery.id).where(Delivery.order_version_id.in_(ids))
+                purged.related = {
+                    "delivery_attempts": session.execute(select(func.count()).where(
+                        DeliveryAttempt.delivery_id.in_(deliveries))).scalar_one(),
+                    "deliveries": session.execute(select(func.count()).select_from(
+                        deliveries.subquery())).scalar_one()}
         return purged
     archive = Archive(archive_dir, now.strftime("%Y-%m-%d")) if archive_dir else None
     pause = SQLITE_PAUSE if db.dialect == "sqlite" else 0.0
