@@ -85,5 +85,8 @@ def purge_expired() -> dict[str, int]:
     if any(counts.values()):
         log.info("retention purged %s", ", ".join(f"{n} {k}" for k, n in counts.items() if n))
     if not all(p.complete for p in result.values()):
-        purge_expired.apply_async(queue=BROKER_QUEUE)
+        try:
+            purge_expired.apply_async(queue=BROKER_QUEUE)
+        except Exception as exc:  # the next scheduled run goes on
+            log.warning("could not enqueue the rest of the retention purge: %s", exc)
     return counts

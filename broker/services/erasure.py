@@ -332,8 +332,8 @@ def erase_customer(db: Database, email: str, *, actor: str = audit.SYSTEM,
             what = (f"{len(busy)} order(s) not yet fully delivered ({', '.join(busy[:10])})"
                     if busy else f"{len(waiting)} event(s) not yet normalised")
             raise Conflict(f"the back office still needs this customer's data: {what}; book, "
-                           "cancel or replay and resolve them first, or erase anyway with force "
-                           "(they are then pushed without the customer's data)")
+                           "cancel or resolve them first, or erase anyway (--force, API "
+                           "\"force\": true): they are then pushed without the customer's data")
     pattern = needles.pattern()
     for order_id in order_ids:
         with db.begin() as session:
