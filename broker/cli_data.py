@@ -31,6 +31,12 @@ def data_purge(dry_run: bool, as_json: bool) -> None:
     runtime = rt()
     policy = retention.Policy.from_settings(runtime.settings)
     report = retention.report(retention.purge(runtime.db, policy, dry_run=dry_run))
+    if not dry_run:  # a person deleted data: say who, when and how much
+        from broker.services import audit
+
+        with runtime.db.begin() as session:
+            audit.record(session, actor=actor(), action="data.purge", target_type="data",
+                         target=None, after={name: r["rows"] for name, r in report.items()})
     rows = [{"data": name, "keep": f"{r['keep_days']} days" if r["keep_days"] else "for ever",
              "older than": (r["cutoff"] or "")[:19].replace("T", " "),
              "would delete" if dry_run else "deleted": r["rows"],

@@ -163,7 +163,7 @@ def test_purge_archives_and_deletes_old_rows_in_batches_and_keeps_what_is_needed
     assert after["attempts"] == {"OLD-1": 0, "OLD-KEEP": 0, "OLD-DEAD": 1,
                                  "NEW-1": before["attempts"]["NEW-1"]}
     assert after["unlinked_events"] == ["received", "rejected"]
-    assert after["audit"] == ["customer.erase", "mapping.add"]
+    assert after["audit"] == ["customer.erase", "data.purge", "mapping.add"]
     states = {o["external_id"]: o["state"] for o in stack.cli("orders", "list", "--json")}
     assert states == {"OLD-1": "booked", "OLD-KEEP": "booked", "OLD-DEAD": "dead", "NEW-1": "booked"}
 
@@ -180,3 +180,32 @@ def test_purge_archives_and_deletes_old_rows_in_batches_and_keeps_what_is_needed
     policy = retention.Policy.from_settings(stack.settings)
     stopped = retention.purge(stack.runtime.db, policy, budget_seconds=1e-9)
     assert not any(p.complete for p in stopped.values() if p.keep_days)
+
+
+def test_the_periodic_task_purges_with_the_configured_windows(tmp_path: Path):
+    """`broker.retention` (what the beat sends every BROKER_RETENTION_INTERVAL), run as a worker
+    runs it: in its own process, configured only by BROKER_* variables."""
+    import os
+    import subprocess
+    import sys
+
+    stack = Stack(tmp_path, "sqlite", "embedded", retention_timeline_days=2, retention_events_days=0)
+    try:
+        secret = stack.source("shop")
+        assert stack.webhook("shop", secret, order("UNROUTED-1"))[0] == 202
+        normalise_pending(stack.runtime.db, limit=10)
+        ids = order_ids(stack)
+        with stack.runtime.db.begin() as session:
+            steps = session.execute(select(TimelineEntry.id).where(
+                TimelineEntry.order_id == ids["UNROUTED-1"])).scalars().all()
+        age(stack, [ids["UNROUTED-1"]], days=3)
+        task = ("import json; from workers.tasks import purge_expired; "
+                "print(json.dumps(purge_expired()))")
+        done = subprocess.run([sys.executable, "-c", task], env={**os.environ, **stack.env},
+                              capture_output=True, text=True, timeout=120, check=True)
+        counts = json.loads(done.stdout.strip().splitlines()[-1])
+        assert counts == {"events": 0, "versions": 0, "attempts": 0, "timeline": len(steps),
+                          "audit": 0}
+        assert left(stack)["timeline"] == {"UNROUTED-1": 0} and left(stack)["events"] == {"UNROUTED-1": 1}
+    finally:
+        stack.close()
