@@ -91,32 +91,29 @@ def subject_of(email: str) -> str:
 
 
 class Needles:
-    """The customer's values to find in text: `strong` ones identify the customer anywhere
-    (email, full name, phone); `all` also hold name parts and address lines, searched only in
-    records already known to be the customer's."""
+    """The customer's values to find in text. Their emails are searched everywhere (raw
+    events, audit entries); names, phones and address lines only within records already known
+    to be the customer's, so a namesake's data is never touched."""
 
     def __init__(self, email: str) -> None:
-        self.email = email
-        self.strong: set[str] = {email}
-        self.weak: set[str] = set()
+        self.emails: set[str] = {email}
+        self.values: set[str] = {email}
 
     def add(self, doc: dict[str, Any]) -> None:
         customer = doc.get("customer") or {}
         first, last = customer.get("first_name") or "", customer.get("last_name") or ""
-        full = f"{first} {last}".strip()
-        self.strong.update(v for v in (full if first and last else "", customer.get("phone"),
-                                        customer.get("email")) if v)
-        self.weak.update(v for v in (first, last, customer.get("company"), customer.get("tax_id"))
-                         if v)
+        if customer.get("email"):
+            self.emails.add(customer["email"].strip().casefold())
+        self.values.update(v for v in (f"{first} {last}".strip(), first, last, customer.get("email"),
+                                       customer.get("phone"), customer.get("company"),
+                                       customer.get("tax_id")) if v)
         for key in ("billing_address", "shipping_address"):
             address = doc.get(key) or {}
-            self.weak.update(address.get(k) or "" for k in (
+            self.values.update(address.get(k) or "" for k in (
                 "name", "company", "line1", "line2", "city", "postal_code", "phone"))
-            self.strong.update(v for v in (address.get("name"), address.get("phone"))
-                               if v and len(v) >= 7)
 
     def pattern(self) -> re.Pattern[str]:
-        values = {v.strip() for v in self.strong | self.weak if v and len(v.strip()) >= MIN_NEEDLE}
+        values = {v.strip() for v in self.values if v and len(v.strip()) >= MIN_NEEDLE}
         values |= {json.dumps(v)[1:-1] for v in values}  # as an escaped JSON text quotes it
         parts = []
         for value in sorted(values, key=len, reverse=True):
@@ -125,12 +122,11 @@ class Needles:
         return re.compile("|".join(parts), re.IGNORECASE)
 
     def forms(self) -> list[bytes]:
-        """Each strong value as it may sit in a raw body: UTF-8 and JSON-escaped, lower case."""
+        """Each email as it may sit in a raw body: UTF-8 and JSON-escaped, lower case."""
         found = set()
-        for value in self.strong:
-            if len(value) >= MIN_NEEDLE:
-                found.add(value.casefold().encode())
-                found.add(json.dumps(value.casefold())[1:-1].lower().encode())
+        for email in self.emails:
+            found.add(email.encode())
+            found.add(json.dumps(email)[1:-1].lower().encode())
         return sorted(found)
 
 
@@ -282,7 +278,7 @@ def _erase_links(session: Session, email: str, keys: set[str]) -> int:
 
 def _erase_audit(db: Database, needles: Needles, pattern: re.Pattern[str]) -> int:
     """Audit entries naming the customer (an identity mapping by email, …), scrubbed in place."""
-    strong = [v.casefold() for v in needles.strong if len(v) >= MIN_NEEDLE]
+    emails = sorted(needles.emails)
     last, done = "", 0
     while True:
         with db.begin() as session:
@@ -291,8 +287,8 @@ def _erase_audit(db: Database, needles: Needles, pattern: re.Pattern[str]) -> in
                                    .where(AuditEntry.id > last, AuditEntry.action != ACTION)
                                    .order_by(AuditEntry.id).limit(SCAN_BATCH)).all()
         hits = [row.id for row in rows if any(
-            s in json.dumps([row.target, row.before, row.after], ensure_ascii=False,
-                            default=str).casefold() for s in strong)]
+            e in json.dumps([row.target, row.before, row.after], ensure_ascii=False,
+                            default=str).casefold() for e in emails)]
         if hits:
             with db.begin() as session:
                 for entry in session.execute(select(AuditEntry).where(
