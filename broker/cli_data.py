@@ -37,13 +37,16 @@ def data_purge(dry_run: bool, as_json: bool) -> None:
         with runtime.db.begin() as session:
             audit.record(session, actor=actor(), action="data.purge", target_type="data",
                          target=None, after={name: r["rows"] for name, r in report.items()})
+    done = "would delete" if dry_run else "deleted"
     rows = [{"data": name, "keep": f"{r['keep_days']} days" if r["keep_days"] else "for ever",
-             "older than": (r["cutoff"] or "")[:19].replace("T", " "),
-             "would delete" if dry_run else "deleted": r["rows"],
-             **({} if dry_run else {"batches": r["batches"]}),
-             **{k: v for k, v in r["related"].items()}} for name, r in report.items()]
-    columns = ["data", "keep", "older than", "would delete" if dry_run else "deleted",
-               *([] if dry_run else ["batches"]), "deliveries", "delivery_attempts"]
+             "older than": (r["cutoff"] or "")[:19].replace("T", " "), done: str(r["rows"]),
+             "batches": str(r["batches"]),
+             **({"+deliveries": str(r["related"].get("deliveries", 0)),
+                 "+attempts": str(r["related"].get("delivery_attempts", 0))}
+                if name == "versions" else {})}
+            for name, r in report.items()]
+    columns = ["data", "keep", "older than", done, *([] if dry_run else ["batches"]),
+               "+deliveries", "+attempts"]
     text = table(rows, columns)
     if policy.archive_dir and not dry_run:
         text += f"\narchived to {policy.archive_dir}"

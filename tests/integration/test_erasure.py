@@ -219,7 +219,15 @@ def admin_client_id(stack: Stack, name: str) -> str:
     return next(c["client_id"] for c in stack.cli("clients", "list", "--json") if c["name"] == name)
 
 
-def test_erase_needs_an_admin_and_a_valid_email(stack: Stack):
+def test_erase_needs_an_admin_and_a_valid_email(tmp_path: Path):
+    stack = Stack(tmp_path, "sqlite", "embedded")
+    try:
+        _needs_an_admin_and_a_valid_email(stack)
+    finally:
+        stack.close()
+
+
+def _needs_an_admin_and_a_valid_email(stack: Stack) -> None:
     reader = stack.token("reader", scope="orders:read")
     denied = stack.client.post("/api/v1/customers/erase", json={"email": EMAIL},
                                headers={"Authorization": f"Bearer {reader}"})
