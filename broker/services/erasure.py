@@ -263,11 +263,12 @@ def _erase_order(session: Session, order_id: str, pattern: re.Pattern[str], resu
                     f"the customer's personal data was erased on request ({subject[:19]}…)")
 
 
-def _erase_links(session: Session, email: str, keys: set[str]) -> int:
+def _erase_links(session: Session, emails: Iterable[str], keys: set[str]) -> int:
     keys = {k for k in keys if k}
-    query = select(IdentityLink.id).where(
-        func.lower(IdentityLink.key).contains(email, autoescape=True))
-    ids = set(session.execute(query).scalars())
+    ids: set[str] = set()
+    for email in emails:
+        ids |= set(session.execute(select(IdentityLink.id).where(
+            func.lower(IdentityLink.key).contains(email, autoescape=True))).scalars())
     if keys:
         ids |= set(session.execute(select(IdentityLink.id).where(
             IdentityLink.kind == "customer", IdentityLink.key.in_(sorted(keys)))).scalars())
@@ -339,7 +340,7 @@ def erase_customer(db: Database, email: str, *, actor: str = audit.SYSTEM,
         with db.begin() as session:
             result.events += _erase_events(session, [event_id], pattern)
     with db.begin() as session:
-        result.links = _erase_links(session, wanted, keys)
+        result.links = _erase_links(session, sorted(needles.emails), keys)
     result.audit_entries = _erase_audit(db, needles, pattern)
     with db.begin() as session:
         if not result.changed:
