@@ -45,6 +45,7 @@ def build_app(settings: Settings | None = None, *, runtime: Runtime | None = Non
     from broker.api import (
         admin_clients,
         admin_connectors,
+        admin_customers,
         admin_deliveries,
         admin_mappings,
         admin_routes,
@@ -59,7 +60,8 @@ def build_app(settings: Settings | None = None, *, runtime: Runtime | None = Non
 
     for blueprint in (webhooks.blp, orders.blp, oauth.blp, health.blp, audit.blp,
                       wellknown.blp, admin_sources.blp, admin_connectors.blp, admin_routes.blp,
-                      admin_deliveries.blp, admin_mappings.blp, admin_clients.blp):
+                      admin_deliveries.blp, admin_mappings.blp, admin_clients.blp,
+                      admin_customers.blp):
         api.register_blueprint(blueprint)
     init_docs(app, api)
     init_console(app, rt)

@@ -370,6 +370,7 @@ def config_apply(path: str, as_json: bool) -> None:
 def _register() -> None:
     """The command groups kept in their own modules (click only, at import)."""
     from broker.cli_access import issuers_group, users_group
+    from broker.cli_data import customers_group, data_group
     from broker.cli_ops import (
         dead_letters_group,
         deliveries_group,
@@ -388,7 +389,7 @@ def _register() -> None:
 
     order = [problems_command, orders_group, deliveries_group, dead_letters_group, parked_group, events_group,
              sources_group, connectors_group, routes_group, mappings_group, clients_group,
-             users_group, issuers_group]
+             users_group, issuers_group, customers_group, data_group]
     commands = dict(broker_group.commands)
     broker_group.commands.clear()
     running = ["up", "info", "serve", "worker", "beat", "sink"]

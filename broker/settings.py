@@ -54,6 +54,15 @@ class Settings:
     worker_concurrency: int
     allow_private_networks: bool
     allowed_private_hosts: tuple[str, ...] = ()
+    # Retention (broker.services.retention): days each data class is kept; 0 = for ever.
+    retention_events_days: int = 0
+    retention_versions_days: int = 0
+    retention_attempts_days: int = 0
+    retention_timeline_days: int = 0
+    retention_audit_days: int = 0
+    retention_batch: int = 500
+    retention_interval: float = 3600.0
+    retention_archive_dir: str = ""  # JSON lines of each purged row go here first; "" = none
     # Where the values came from besides the environment (shown by `broker info`).
     config_file: Path | None = None
 
@@ -116,6 +125,10 @@ def _read_config(path: Path) -> dict[str, object]:
     return values
 
 
+class _Days(int):
+    """Marker for a retention period in days (0 or empty: keep for ever)."""
+
+
 def _coerce(name: str, raw: object, kind: type) -> object:
     var = ENV_PREFIX + name.upper()
     try:
@@ -128,6 +141,11 @@ def _coerce(name: str, raw: object, kind: type) -> object:
             if value in {"0", "false", "no", "off"}:
                 return False
             raise ValueError("expected true or false")
+        if kind is _Days:  # a retention period: 0 or empty keeps for ever
+            days = int(str(raw).strip() or 0)
+            if days < 0:
+                raise ValueError("must be 0 (keep for ever) or a number of days")
+            return days
         if kind in (int, float):
             number = kind(raw)
             if number <= 0:
@@ -226,7 +244,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, create_key: bool 
              "sweep_interval": float, "max_attempts": int, "retry_base": float,
              "retry_cap": float, "claim_batch": int, "token_ttl": int, "session_ttl": int,
              "web_workers": int, "worker_concurrency": int,
-             "allow_private_networks": bool}
+             "allow_private_networks": bool, "retention_batch": int, "retention_interval": float,
+             **{f"retention_{c}_days": _Days
+                for c in ("events", "versions", "attempts", "timeline", "audit")}}
     clean: dict[str, object] = {"data_dir": data_dir, "config_file": config_file,
                                 "allowed_private_hosts": _allowed_hosts(values.get("allowed_private_hosts")),
                                 "log_json": _log_json(values.get("log_json", "auto"))}
