@@ -40,6 +40,13 @@ HTTP_RESPONSES = Counter(
     ["code"])
 
 
+def _per_name(name: str, documentation: str, label: str, values: dict[str, int]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
+
+
 class DatabaseCollector(Collector):
     """Backlog gauges read from the source of truth at scrape time."""
 
@@ -54,11 +61,6 @@ class DatabaseCollector(Collector):
                                    "Age of the oldest delivery that is due and not booked")
         oldest.add_metric([], stats.oldest_due_age)
         yield oldest
-        by_status = GaugeMetricFamily("broker_deliveries", "Deliveries by status",
-                                      labels=["status"])
-        for status, count in sorted(stats.by_status.items()):
-            by_status.add_metric([status], count)
-        yield by_status
         yield _per_name("broker_deliveries_due", "Deliveries due and waiting for a worker, by "
                         "connector (what an autoscaler of its workers reads)", "connector",
                         stats.due_by_connector)
@@ -67,13 +69,11 @@ class DatabaseCollector(Collector):
                         stats.consent_failed)
         yield _per_name("broker_source_catchup_failing", "1 when the last catch-up poll of a "
                         "source failed", "source", stats.catchup_failing)
-
-
-def _per_name(name: str, documentation: str, label: str, values: dict[str, int]) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, documentation, labels=[label])
-    for key, value in sorted(values.items()):
-        family.add_metric([key], value)
-    return family
+        by_status = GaugeMetricFamily("broker_deliveries", "Deliveries by status",
+                                      labels=["status"])
+        for status, count in sorted(stats.by_status.items()):
+            by_status.add_metric([status], count)
+        yield by_status
 
 
 def render(db: Any) -> tuple[bytes, str]:

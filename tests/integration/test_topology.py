@@ -46,6 +46,7 @@ def _db_check(stack: Stack) -> int:
     return stack.app.test_cli_runner().invoke(args=["broker", "db", "check"]).exit_code
 
 
+@pytest.mark.slow  # migrate, 2 gateways, 2 workers and a beat: ~15-30 s
 def test_compose_topology_with_real_processes(empty_stack: Stack) -> None:
     stack = empty_stack
     assert _db_check(stack) == 1  # what the pods' init containers wait on
