@@ -251,3 +251,28 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     beat.write_text(beat.read_text().replace("ProtectSystem=strict", "ProtectSystem=strik"))
     result = _verify(units, beat.name)
     assert "strik" in result.stderr  # a bad value is reported
+
+
+# --- settings ----------------------------------------------------------------------------
+
+def test_every_broker_setting_the_kit_sets_is_valid(tmp_path: Path) -> None:
+    """The BROKER_* variables of broker.env.example, the ConfigMap and the Secret load as the
+    broker loads them (an unknown or malformed one stops every process at start-up)."""
+    from cryptography.fernet import Fernet
+
+    from broker.settings import ConfigError, load_settings
+
+    example = dict(line.split("=", 1) for line in (DEPLOY / "broker.env.example").read_text().splitlines()
+                   if line.startswith("BROKER_"))
+    docs = {doc["kind"]: doc for _, doc in _manifests() if doc["kind"] in ("ConfigMap", "Secret")}
+    kubernetes = {**docs["ConfigMap"]["data"], **docs["Secret"]["stringData"]}
+    key = Fernet.generate_key().decode()
+    for source in (example, kubernetes):
+        assert source["BROKER_SECRET_KEYS"].startswith("CHANGE-ME")
+        env = {**source, "BROKER_SECRET_KEYS": key, "BROKER_DATA_DIR": str(tmp_path),
+               "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+        settings = load_settings(env, create_key=False, cwd=tmp_path)
+        assert settings.database_url.startswith("postgresql+psycopg://")
+        assert settings.public_url.startswith("https://")
+    with pytest.raises(ConfigError, match="BROKER_TYPO"):
+        load_settings({**env, "BROKER_TYPO": "1"}, create_key=False, cwd=tmp_path)
