@@ -88,8 +88,9 @@ def sqlite_path(url: str) -> Path | None:
     return Path(match.group(2)) if match and match.group(2) != ":memory:" else None
 
 
-def head_revisions() -> set[str]:
-    """The newest migration(s), read from the migration files (cheaper than importing Alembic)."""
+def _migration_graph() -> tuple[set[str], set[str]]:
+    """Every revision this release knows and the ones something builds on, read from the
+    migration files (cheaper than importing Alembic)."""
     revisions, parents = set(), set()
     for path in MIGRATIONS.glob("*.py"):
         text = path.read_text(encoding="utf-8")
@@ -99,7 +100,18 @@ def head_revisions() -> set[str]:
             revisions.add(found.group(1))
         if down:
             parents.update(re.findall(r"['\"]([^'\"]+)['\"]", down.group(1)))
+    return revisions, parents
+
+
+def head_revisions() -> set[str]:
+    """The newest migration(s) of this release."""
+    revisions, parents = _migration_graph()
     return revisions - parents
+
+
+def known_revisions() -> set[str]:
+    """Every migration of this release (a database at another one was migrated by a newer one)."""
+    return _migration_graph()[0]
 
 
 def check_database(rt: Runtime) -> None:

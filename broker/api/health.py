@@ -13,6 +13,13 @@ from broker.api.common import runtime
 blp = Blueprint("health", __name__, description="Health and metrics")
 
 
+@blp.after_app_request
+def _count_response(response: Response) -> Response:
+    """Every gateway answer counted by status, so a 5xx rate can raise an alert."""
+    metrics.HTTP_RESPONSES.labels(code=str(response.status_code)).inc()
+    return response
+
+
 @blp.route("/", methods=["GET"])
 @blp.doc(summary="The broker's address leads people to the console (which asks them to sign in)",
          security=[], responses={"302": {"description": "to /console/"}})
