@@ -165,3 +165,19 @@ def test_metrics_token_must_be_long_enough_and_is_never_echoed(tmp_path):
     assert "BROKER_METRICS_TOKEN" in message and "short-tok" not in message
     token = "m" * 32
     assert load_settings(env(tmp_path, METRICS_TOKEN=token)).metrics_token == token
+
+
+def test_production_example_refuses_its_placeholders_and_exposes_nothing_once_filled(tmp_path):
+    """The example never lets a host generate a key of its own, and keeps /metrics closed."""
+    example = Path(__file__).resolve().parents[2] / "config" / "production.env.example"
+    values = dict(line.split("=", 1) for line in example.read_text().splitlines()
+                  if line.strip() and not line.startswith("#"))
+    values["BROKER_DATA_DIR"] = str(tmp_path)
+    with pytest.raises(ConfigError, match="BROKER_SECRET_KEYS"):
+        load_settings(values)
+    values["BROKER_SECRET_KEYS"] = Fernet.generate_key().decode()
+    values["BROKER_METRICS_TOKEN"] = "f" * 64
+    settings = load_settings(values)
+    assert not settings.embedded and settings.bind.startswith("0.0.0.0")
+    assert settings.metrics_token and settings.trusted_proxies == 1 and settings.access_log
+    assert not (tmp_path / "secret.key").exists()
