@@ -138,7 +138,8 @@ def log_access(response: Any) -> Any:
     started = g.get("started")
     duration = round((time.perf_counter() - started) * 1000, 1) if started else None
     path = request.path[:512]
-    _access.info("%s %s %s", request.method, path, response.status_code, extra={
+    _access.info("%s %s %s %s ms %s", request.method, path, response.status_code, duration,
+                 request.remote_addr, extra={
         "method": request.method, "path": path, "status": response.status_code,
         "duration_ms": duration, "remote_addr": request.remote_addr})
     return response

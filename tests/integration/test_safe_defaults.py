@@ -53,10 +53,14 @@ def test_wrong_client_secrets_lock_out_the_address_on_every_gateway(stack):
     attacker, honest = "203.0.113.9", "198.51.100.7"
     for _ in range(throttle.TOKEN_FAILURES.limit):
         assert token_request(stack.client, client_id, "cs_wrong", attacker).status_code == 401
-    other_gateway = build_app(stack.settings, configure_logging=False).test_client()
-    assert_throttled(token_request(other_gateway, client_id, secret, attacker))  # the right secret waits too
-    assert_throttled(token_request(stack.client, client_id, "cs_wrong", attacker))
-    assert token_request(other_gateway, client_id, secret, honest).status_code == 200
+    other_app = build_app(stack.settings, configure_logging=False)
+    try:
+        other_gateway = other_app.test_client()
+        assert_throttled(token_request(other_gateway, client_id, secret, attacker))  # the right secret waits
+        assert_throttled(token_request(stack.client, client_id, "cs_wrong", attacker))
+        assert token_request(other_gateway, client_id, secret, honest).status_code == 200
+    finally:
+        other_app.extensions["broker"].close()
 
 
 def test_forwarded_for_is_ignored_without_trusted_proxies(stack):
