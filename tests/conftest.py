@@ -42,6 +42,7 @@ SLOW = (
     "tests/integration/test_channel_lifecycle.py::test_scheduled_catch_up",
     "tests/integration/test_channel_matrix.py::test_webhook_and_catch_up",
     "tests/integration/test_oauth_tokens.py::test_rotation_keeps_old_tokens",
+    "tests/integration/test_safe_defaults.py::test_gunicorn_answers",  # a real gunicorn
 )
 
 

@@ -246,6 +246,7 @@ def test_an_event_that_breaks_normalisation_does_not_hold_up_its_batch(db_stack,
     # From then on it is retried alone: it never rolls back a batch of new events again
     stack.webhook("good", good, order("B3"))
     stack.webhook("good", good, order("B4"))
+    caplog.clear()
     with caplog.at_level(logging.ERROR, logger="broker.services.intake"):
         results = normalise_pending(stack.runtime.db, limit=10)
     assert sorted(r.status for r in results) == ["normalised", "normalised"]
