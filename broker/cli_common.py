@@ -148,6 +148,10 @@ def rt() -> Runtime:
             fail(f"no broker database at {path} ({where(s)}): start the broker with `broker up`, "
                  "which creates it, or point BROKER_DATA_DIR, BROKER_DATABASE_URL or a broker.toml "
                  "at the existing one (`broker info` shows what is used)")
+        if not s.secret_keys and not s.embedded:
+            from broker.settings import MISSING_KEYS
+
+            fail(MISSING_KEYS)
         if not s.secret_keys:
             fail(f"no key for the secrets at rest: BROKER_SECRET_KEYS is empty and there is no "
                  f"{s.data_dir / 'secret.key'}; set BROKER_SECRET_KEYS to the gateway's keys")

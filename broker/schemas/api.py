@@ -178,6 +178,7 @@ class CheckSchema(Schema):
     ok = fields.Boolean()
     error = fields.String(allow_none=True)
     consent = fields.Nested(ConsentSchema, allow_none=True)
+    warnings = fields.List(fields.String())
 
 
 # --- routes ----------------------------------------------------------------------------------
