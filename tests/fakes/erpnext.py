@@ -105,7 +105,7 @@ import json
 import re
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
@@ -464,6 +464,7 @@ class FakeErpNext(FakeVendor):
         self.denied: set[tuple[str, str]] = set()
         self.exchange_rates: dict[str, Decimal] = {}
         self.deliveries: dict[str, list[str]] = {}
+        self.today: Callable[[], date] = date.today  # the day documents are dated (a replay sets it)
         self._lost: list[tuple[str, str]] = []
         self._post: list[Any] = []  # ledger updates Frappe makes after the document is answered
         self._deadlocks = 0
@@ -577,14 +578,14 @@ class FakeErpNext(FakeVendor):
         with self._db, self.app.test_request_context():
             g.user, g.messages = "Administrator", []
             entry = self._payment_entry("Sales Invoice", invoice, _dec(amount))
-            entry.update(reference_no=f"PAY-{invoice}", reference_date=date.today().isoformat())
+            entry.update(reference_no=f"PAY-{invoice}", reference_date=self.today().isoformat())
             saved = self._insert("Payment Entry", entry)
             return self._submit("Payment Entry", saved)["name"]
 
     def deliver(self, sales_order: str) -> str:
         """A submitted Delivery Note against the order: it can no longer be cancelled as is."""
         with self._db:
-            name = f"MAT-DN-{date.today().year}-{sum(map(len, self.deliveries.values())) + 1:05d}"
+            name = f"MAT-DN-{self.today().year}-{sum(map(len, self.deliveries.values())) + 1:05d}"
             self.deliveries.setdefault(sales_order, []).append(name)
             return name
 
@@ -1126,7 +1127,7 @@ class FakeErpNext(FakeVendor):
             return f"{original}-1", False
         series = META[doctype].get("series")
         if series:
-            prefix = series.replace(".YYYY.", str(date.today().year)).rstrip(".")
+            prefix = series.replace(".YYYY.", str(self.today().year)).rstrip(".")
             with self._lock:
                 self.series[prefix] = self.series.get(prefix, 0) + 1
                 return f"{prefix}{self.series[prefix]:05d}", True
@@ -1158,7 +1159,7 @@ class FakeErpNext(FakeVendor):
         series = META[doctype].get("series")
         if not series:
             return
-        prefix = series.replace(".YYYY.", str(date.today().year)).rstrip(".")
+        prefix = series.replace(".YYYY.", str(self.today().year)).rstrip(".")
         number = name[len(prefix):]
         with self._lock:
             if name.startswith(prefix) and number.isdigit() and int(number) == self.series.get(prefix):
@@ -1178,7 +1179,7 @@ class FakeErpNext(FakeVendor):
 
     # --- controllers --------------------------------------------------------------------------
     def _defaults(self, doctype: str, doc: dict[str, Any], *, new: bool) -> None:
-        today = date.today().isoformat()
+        today = self.today().isoformat()
         selling = self.settings["Selling Settings"]
         if doctype == "Customer":
             doc.setdefault("customer_type", "Company")
@@ -1901,7 +1902,7 @@ class FakeErpNext(FakeVendor):
         customer = self.store["Customer"].get(invoice["customer"], {})
         contact = self.store["Contact"].get(invoice.get("contact_person") or "", {})
         return {"doctype": "Payment Entry", "naming_series": META["Payment Entry"]["series"],
-                "payment_type": "Receive", "posting_date": date.today().isoformat(),
+                "payment_type": "Receive", "posting_date": self.today().isoformat(),
                 "company": self.company, "party_type": "Customer", "party": invoice["customer"],
                 "party_name": customer.get("customer_name"),
                 "contact_person": invoice.get("contact_person"),
@@ -1913,7 +1914,7 @@ class FakeErpNext(FakeVendor):
                 "total_allocated_amount": paid, "base_total_allocated_amount": paid,
                 "unallocated_amount": Decimal(0), "difference_amount": Decimal(0),
                 "total_taxes_and_charges": Decimal(0), "base_total_taxes_and_charges": Decimal(0),
-                "reference_date": date.today().isoformat(), "status": "Draft",
+                "reference_date": self.today().isoformat(), "status": "Draft",
                 "references": [{"doctype": "Payment Entry Reference", "reference_doctype": dt,
                                 "reference_name": dn, "due_date": invoice.get("due_date"),
                                 "total_amount": paid, "outstanding_amount": paid,

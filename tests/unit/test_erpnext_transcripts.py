@@ -24,6 +24,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from fakes.erpnext import FakeErpNext, seed_like_transcripts
 
 HERE = Path(__file__).resolve().parents[1] / "fixtures" / "transcripts" / "erpnext"
 RECORDED_SITE = "http://127.0.0.1:8001"
+RECORDED_ON = date(2026, 12, 7)  # the recorded server's date (README): a fixed fact, not "today"
 ID_KEYS = {"name", "modified", "creation", "so_detail", "sales_invoice_item", "posting_time",
            "__frappe_exc_id"}
 VOLATILE = {"modified", "creation", "posting_time", "__frappe_exc_id", "exc", "elapsed_ms"}
@@ -313,6 +315,7 @@ def recorded_run() -> Iterator[list[tuple[dict[str, Any], list[str]]]]:
     """Every exchange replayed once, in order, against one fake seeded like the recorded server."""
     with FakeErpNext(company="Heldout Co", abbr="HC", currency="USD", user="Administrator") as erp:
         seed_like_transcripts(erp)
+        erp.today = lambda: RECORDED_ON  # documents dated as the recorded server dated them
         replay = Replay(erp)
         results: list[tuple[dict[str, Any], list[str]]] = []
         all_exchanges = exchanges()
