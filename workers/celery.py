@@ -21,6 +21,8 @@ QUEUE_REFRESH_SECONDS = 2.0  # a new connector's queue is consumed within this d
 settings = load_settings()
 app = make_celery(settings)
 app.conf.include = ["workers.tasks"]
+# Any number of beats may run; the one holding the sweeper lease publishes (workers/schedule.py).
+app.conf.beat_scheduler = "workers.schedule:LeasedScheduler"
 
 
 class ConnectorQueues(bootsteps.StartStopStep):
@@ -92,3 +94,6 @@ def _logging(**kwargs: Any) -> None:
 @signals.worker_process_init.connect
 def _fresh_runtime(**kwargs: Any) -> None:
     process_runtime(settings)
+
+
+from workers import stopping  # noqa: E402,F401  (connects the graceful-stop signal handlers)
