@@ -52,6 +52,7 @@ class Settings:
     web_workers: int
     web_worker_class: str
     worker_concurrency: int
+    stop_grace_seconds: float
     allow_private_networks: bool
     allowed_private_hosts: tuple[str, ...] = ()
     # Where the values came from besides the environment (shown by `broker info`).
@@ -225,7 +226,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, create_key: bool 
     kinds = {"max_body_bytes": int, "webhook_tolerance": int, "lease_seconds": int,
              "sweep_interval": float, "max_attempts": int, "retry_base": float,
              "retry_cap": float, "claim_batch": int, "token_ttl": int, "session_ttl": int,
-             "web_workers": int, "worker_concurrency": int,
+             "web_workers": int, "worker_concurrency": int, "stop_grace_seconds": float,
              "allow_private_networks": bool}
     clean: dict[str, object] = {"data_dir": data_dir, "config_file": config_file,
                                 "allowed_private_hosts": _allowed_hosts(values.get("allowed_private_hosts")),
