@@ -82,6 +82,10 @@ def _note_explicit_queues(sender: Any, instance: Any, conf: Any, **kwargs: Any) 
     if not app._explicit_queues:
         for queue in connector_queues():
             instance.app.amqp.queues.select_add(queue)
+    # The pool and the embedded beat fork from here next: they must not inherit open database
+    # connections (the beat closes the descriptors it inherits, which breaks SQLite's
+    # per-process locks: "locking protocol" on its first lease check).
+    process_runtime(settings).db.dispose()
 
 
 @signals.setup_logging.connect

@@ -443,9 +443,10 @@ class LeaseKeeper:
         self.ids = [c.delivery_id for c in claims]
         self.lost: set[str] = set()
         self.started: set[str] = set()
+        self.handed_back: list[str] = []
         self.expires = time.monotonic() + lease_seconds  # the claim just set it
         self.on_release = on_release
-        self._handed_back = False
+        self._closed = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
@@ -482,7 +483,7 @@ class LeaseKeeper:
         """Still ours, with time for a push of `longest` seconds before the lease could end,
         and not handed back; if so, the push counts as started."""
         with self._lock:
-            if (self._handed_back or delivery_id in self.lost
+            if (self._closed or delivery_id in self.lost
                     or time.monotonic() + longest >= self.expires):
                 return False
             self.started.add(delivery_id)
@@ -491,9 +492,9 @@ class LeaseKeeper:
     def hand_back(self) -> list[str]:
         """Return the deliveries not started to the due list now (their attempt undone)."""
         with self._lock:
-            if self._handed_back:
+            if self._closed:
                 return []
-            self._handed_back = True
+            self._closed = True
             ids = [i for i in self.ids if i not in self.started and i not in self.lost]
         if not ids:
             return []
@@ -505,6 +506,7 @@ class LeaseKeeper:
                 status=DeliveryStatus.PENDING, lease_token=None, lease_until=None,
                 attempts=Delivery.attempts - 1, next_attempt_at=now, updated_at=now)
                 .execution_options(synchronize_session=False))
+        self.handed_back = ids
         log.info("handed back %d leased deliveries not started%s", len(ids),
                  " (stopping)" if self.rt.stopping.is_set() else "")
         if self.on_release is not None:
@@ -628,6 +630,8 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
             written = record(session, rt, connector, outcomes)
         for recorded in written:
             announce(connector, recorded)
+        if keeper.handed_back:  # woken at the hand-back too, but this batch's customers were busy
+            rt.publisher.wake([(connector.id, connector.queue)])
         processed += len(outcomes)
         if len(claims) < plan.batch:
             return processed

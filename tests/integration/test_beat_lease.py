@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from harness import Stack, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from broker import metrics
@@ -63,10 +64,12 @@ def test_one_holder_at_a_time_and_stale_tokens_are_refused(db_stack):
     assert not leases.current(db, leases.SWEEPER, first)
 
     sweeper.sweep(db, grace_seconds=0, fence=second)
-    text = metrics.render(db)[0].decode()
-    assert f'broker_beat_lease_token{{holder="beat-b"}} {float(second)}' in text
-    last = float(text.split("broker_beat_last_sweep_timestamp_seconds ")[1].split()[0])
-    assert last == leases.state(db, leases.SWEEPER).last_act_at.timestamp()
+    gauges = {(sample.name, tuple(sample.labels.items())): sample.value
+              for family in text_string_to_metric_families(metrics.render(db)[0].decode())
+              for sample in family.samples}
+    assert gauges[("broker_beat_lease_token", (("holder", "beat-b"),))] == second
+    assert (gauges[("broker_beat_last_sweep_timestamp_seconds", ())]
+            == leases.state(db, leases.SWEEPER).last_act_at.timestamp())
 
     leases.release(db, leases.SWEEPER, "beat-b")  # a clean stop hands over at once
     assert leases.hold(db, leases.SWEEPER, "beat-a", 30) == second + 1
@@ -110,8 +113,8 @@ def test_two_beats_one_publishes_and_the_other_takes_over_after_kill_9(tmp_path)
     stack = Stack(tmp_path, "postgresql", "redis", sweep_interval=interval)
     beats = []
     try:
+        beats = [_beat(stack, 0), _beat(stack, 1)]  # they start while the worker does
         stack.start_worker(beat=False, concurrency=1)
-        beats = [_beat(stack, 0), _beat(stack, 1)]
         db = stack.runtime.db
         held = wait_until(lambda: (s := leases.state(db, leases.SWEEPER)) and s.acts >= 2 and s,
                           timeout=60, message="two sweeps under the lease")
