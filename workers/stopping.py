@@ -6,15 +6,19 @@ seconds and orchestrators killed workers mid-batch. Here the worker's main proce
 `worker_shutting_down`, raises a flag shared with its pool processes (a multiprocessing event
 made before they fork); each pool process sets its runtime's `stopping` event, and the delivery
 and normalise loops stop claiming, hand back what they hold but have not started, and finish
-the push in progress. If a push is still running when the grace period (less TEARDOWN_SECONDS
-for closing connections) is over, its task is cut (SIGKILL of that pool process): its delivery
-is retried after its lease, and booked-once look-ups keep that retry from booking twice.
+the push in progress. If a push is still running TEARDOWN_SECONDS before the grace period ends
+(the time Celery and billiard take to close the pool and the connections, measured at 2-6 s),
+its task is cut (SIGKILL of that pool process): its delivery is retried after its lease, and
+booked-once look-ups keep that retry from booking twice. A worker still not gone when the grace
+period ends exits at once: all that is left then is closing connections, and the database, not
+the queue, says what is due.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 from typing import Any
 
@@ -23,7 +27,7 @@ from celery import signals
 from broker.runtime import process_runtime, stop_requested
 
 log = logging.getLogger(__name__)
-TEARDOWN_SECONDS = 3.0  # of the grace period, kept for closing queue and database connections
+TEARDOWN_SECONDS = 6.0  # of the grace period, kept for closing the pool and the connections
 
 _flag: Any = None     # multiprocessing.Event shared with the pool processes
 _worker: Any = None   # the WorkController, to reach its pool when the grace period is over
@@ -60,10 +64,12 @@ def _stop_gracefully(sig: str = "", how: str = "", **kwargs: Any) -> None:
         _flag.set()
     stop_requested()  # tasks that run in this process (solo pool)
     if how == "Warm":
-        budget = max(1.0, settings.stop_grace_seconds - TEARDOWN_SECONDS)
-        timer = threading.Timer(budget, _cut_running_tasks, [budget])
-        timer.daemon = True
-        timer.start()
+        grace = settings.stop_grace_seconds
+        budget = max(1.0, grace - TEARDOWN_SECONDS)
+        for delay, action in ((budget, _cut_running_tasks), (max(budget + 1.0, grace), _exit)):
+            timer = threading.Timer(delay, action, [delay])
+            timer.daemon = True
+            timer.start()
 
 
 def _cut_running_tasks(budget: float) -> None:
@@ -79,3 +85,10 @@ def _cut_running_tasks(budget: float) -> None:
             request.cancel(_worker.pool, signal="SIGKILL")
         except Exception as exc:
             log.warning("could not cut task %s: %s", request.id, exc)
+
+
+def _exit(grace: float) -> None:
+    log.warning("the worker did not finish stopping within %.0f s (BROKER_STOP_GRACE_SECONDS): "
+                "exiting now", grace)
+    logging.shutdown()
+    os._exit(1)
