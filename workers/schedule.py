@@ -23,6 +23,9 @@ from broker.runtime import process_runtime
 from broker.services import leases
 
 log = logging.getLogger(__name__)
+# Tasks that take the lease token and act only while it is current (the others, e.g. a
+# retention purge, are published by the acting beat alone too, but without a token).
+FENCED = frozenset({"broker.sweep"})
 
 
 class LeasedScheduler(Scheduler):
@@ -49,8 +52,7 @@ class LeasedScheduler(Scheduler):
         return self.token is not None and time.monotonic() < self.valid_until
 
     def keep_lease(self) -> None:
-        """Take, renew or lose the lease; on taking it, publish every entry at once (the
-        previous holder may have died just before its turn)."""
+        """Take, renew or lose the lease; on taking it, sweep at once."""
         started = time.monotonic()
         self.next_check = started + self.check_every
         try:
@@ -71,7 +73,8 @@ class LeasedScheduler(Scheduler):
                      token, self.holder)
             self.token = token
             for entry in list(self.schedule.values()):
-                self.apply_entry(self.reserve(entry), producer=self.producer)
+                if entry.task in FENCED:  # the last holder may have died just before its turn
+                    self.apply_entry(self.reserve(entry), producer=self.producer)
             self._heap = None  # rebuilt from the entries just run
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
@@ -81,14 +84,17 @@ class LeasedScheduler(Scheduler):
         return max(0.0, min(delay, self.next_check - time.monotonic()))
 
     def apply_entry(self, entry: Any, producer: Any = None) -> None:
-        """Publish with the fencing token while holding the lease; skip the turn otherwise."""
+        """Publish (with the fencing token where the task takes it) while holding the lease;
+        skip the turn otherwise."""
         if not self.acting:
             return
         log.debug("publishing %s under sweeper lease token %d (beat %s)", entry.task, self.token,
                   self.holder)
+        kwargs = dict(entry.kwargs or {})
+        if entry.task in FENCED:
+            kwargs["fence"] = self.token
         try:
-            self.send_task(entry.task, entry.args, {**(entry.kwargs or {}), "fence": self.token},
-                           producer=producer, **entry.options)
+            self.send_task(entry.task, entry.args, kwargs, producer=producer, **entry.options)
         except Exception as exc:  # the queue is away: the next turn tries again
             log.warning("could not publish %s (%s: %s)", entry.task, type(exc).__name__, exc)
 
