@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+import time
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -12,7 +14,7 @@ from broker.console import init_console
 from broker.errors import ApiError, init_errors
 from broker.identity.issuers import IssuerDirectory
 from broker.identity.server import init_oauth
-from broker.logging import set_request_id, setup_logging
+from broker.logging import ACCESS_LOGGER, log_access, register_secret, set_request_id, setup_logging
 from broker.runtime import Runtime
 from broker.schemas.order import OrderSchema
 from broker.settings import Settings, load_settings
@@ -45,6 +47,7 @@ def build_app(settings: Settings | None = None, *, runtime: Runtime | None = Non
     from broker.api import (
         admin_clients,
         admin_connectors,
+        admin_customers,
         admin_deliveries,
         admin_mappings,
         admin_routes,
@@ -59,14 +62,24 @@ def build_app(settings: Settings | None = None, *, runtime: Runtime | None = Non
 
     for blueprint in (webhooks.blp, orders.blp, oauth.blp, health.blp, audit.blp,
                       wellknown.blp, admin_sources.blp, admin_connectors.blp, admin_routes.blp,
-                      admin_deliveries.blp, admin_mappings.blp, admin_clients.blp):
+                      admin_deliveries.blp, admin_mappings.blp, admin_clients.blp,
+                      admin_customers.blp):
         api.register_blueprint(blueprint)
     init_docs(app, api)
     init_console(app, rt)
     init_errors(app)  # after Api(), so our error shape wins over flask-smorest's
 
+    if settings.trusted_proxies:  # the client address the proxies saw, not the last proxy's
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,  # type: ignore[method-assign]
+                                x_proto=settings.trusted_proxies)
+    if settings.metrics_token:
+        register_secret(settings.metrics_token)
+
     @app.before_request
     def _request_id() -> None:
+        g.started = time.perf_counter()
         g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
         set_request_id(g.request_id)
         # PostgreSQL refuses NUL in text: a name, id or filter with one matches nothing anyway
@@ -79,6 +92,12 @@ def build_app(settings: Settings | None = None, *, runtime: Runtime | None = Non
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    if settings.access_log:  # whatever BROKER_LOG_LEVEL says
+        logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
+        app.after_request(log_access)
+    else:
+        logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
 
     from broker.cli import broker_group
 

@@ -261,9 +261,72 @@ def db_group() -> None:
 @db_group.command("upgrade")
 def db_upgrade() -> None:
     """Apply Alembic migrations up to the newest (creates the embedded database)."""
-    s = _prepared()
+    s = settings()
+    if s.embedded:  # a database server's migration needs no secret key (the processes do)
+        s = _prepared()
     upgrade_database(s)
     click.echo(f"database {_safe(s.database_url)} is up to date")
+
+
+DB_CHECK_EXIT = {"current": 0, "behind": 1, "newer": 3, "unreachable": 4}
+
+
+def database_state(s: Settings) -> dict[str, Any]:
+    """Where the database's schema stands against this release's migrations, without creating
+    or changing anything: current, behind (run `broker db upgrade`), newer (a later release
+    migrated it) or unreachable."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from broker.cli_common import head_revisions, known_revisions, sqlite_path
+
+    heads = sorted(head_revisions())
+    state: dict[str, Any] = {"database": _safe(s.database_url), "revision": None, "heads": heads}
+    path = sqlite_path(s.database_url)
+    if path is not None and not path.exists():
+        return {**state, "state": "behind", "message": "does not exist yet"}
+    engine = create_engine(s.database_url)
+    try:
+        with engine.connect() as conn:
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError as exc:
+        message = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if "alembic_version" in message:  # no such table / relation / doesn't exist
+            return {**state, "state": "behind", "message": "has no broker tables"}
+        return {**state, "state": "unreachable", "message": message}
+    finally:
+        engine.dispose()
+    state["revision"] = revision
+    if revision in heads:
+        return {**state, "state": "current", "message": f"is at {revision}, this release's newest"}
+    if revision in known_revisions() or revision is None:
+        return {**state, "state": "behind", "message": f"is at {revision or 'no migration'}"}
+    return {**state, "state": "newer", "message": f"is at {revision}, which this release does not "
+            "know: a newer release migrated it"}
+
+
+@db_group.command("check")
+@click.option("--allow-newer", is_flag=True,
+              help="Succeed when a newer release migrated the database (each migration stays "
+                   "compatible with the previous release, e.g. old pods during a rolling upgrade).")
+@JSON
+def db_check(allow_newer: bool, as_json: bool) -> None:
+    """Say whether the database is at this release's newest migration (changes nothing).
+
+    Exit 0 when it is, 1 when `broker db upgrade` is needed, 3 when a newer release migrated
+    it (0 with --allow-newer), 4 when the database cannot be reached.
+    """
+    s = settings()
+    state = database_state(s)
+    hint = (f"; this release needs {', '.join(state['heads'])}: run `broker db upgrade`"
+            if state["state"] == "behind" else "")
+    line = (f"cannot reach the database {state['database']}: {state['message']}"
+            if state["state"] == "unreachable" else f"database {state['database']} {state['message']}{hint}")
+    out(state, as_json, line)
+    code = DB_CHECK_EXIT[state["state"]]
+    if code == 3 and allow_newer:
+        code = 0
+    sys.exit(code)
 
 
 @broker_group.group("keys", cls=_Group)
@@ -371,6 +434,7 @@ def config_apply(path: str, as_json: bool) -> None:
 def _register() -> None:
     """The command groups kept in their own modules (click only, at import)."""
     from broker.cli_access import issuers_group, users_group
+    from broker.cli_data import customers_group, data_group
     from broker.cli_ops import (
         dead_letters_group,
         deliveries_group,
@@ -389,7 +453,7 @@ def _register() -> None:
 
     order = [problems_command, orders_group, deliveries_group, dead_letters_group, parked_group, events_group,
              sources_group, connectors_group, routes_group, mappings_group, clients_group,
-             users_group, issuers_group]
+             users_group, issuers_group, customers_group, data_group]
     commands = dict(broker_group.commands)
     broker_group.commands.clear()
     running = ["up", "info", "serve", "worker", "beat", "sink"]

@@ -88,8 +88,9 @@ def sqlite_path(url: str) -> Path | None:
     return Path(match.group(2)) if match and match.group(2) != ":memory:" else None
 
 
-def head_revisions() -> set[str]:
-    """The newest migration(s), read from the migration files (cheaper than importing Alembic)."""
+def _migration_graph() -> tuple[set[str], set[str]]:
+    """Every revision this release knows and the ones something builds on, read from the
+    migration files (cheaper than importing Alembic)."""
     revisions, parents = set(), set()
     for path in MIGRATIONS.glob("*.py"):
         text = path.read_text(encoding="utf-8")
@@ -99,7 +100,18 @@ def head_revisions() -> set[str]:
             revisions.add(found.group(1))
         if down:
             parents.update(re.findall(r"['\"]([^'\"]+)['\"]", down.group(1)))
+    return revisions, parents
+
+
+def head_revisions() -> set[str]:
+    """The newest migration(s) of this release."""
+    revisions, parents = _migration_graph()
     return revisions - parents
+
+
+def known_revisions() -> set[str]:
+    """Every migration of this release (a database at another one was migrated by a newer one)."""
+    return _migration_graph()[0]
 
 
 def check_database(rt: Runtime) -> None:
@@ -136,6 +148,10 @@ def rt() -> Runtime:
             fail(f"no broker database at {path} ({where(s)}): start the broker with `broker up`, "
                  "which creates it, or point BROKER_DATA_DIR, BROKER_DATABASE_URL or a broker.toml "
                  "at the existing one (`broker info` shows what is used)")
+        if not s.secret_keys and not s.embedded:
+            from broker.settings import MISSING_KEYS
+
+            fail(MISSING_KEYS)
         if not s.secret_keys:
             fail(f"no key for the secrets at rest: BROKER_SECRET_KEYS is empty and there is no "
                  f"{s.data_dir / 'secret.key'}; set BROKER_SECRET_KEYS to the gateway's keys")

@@ -289,9 +289,20 @@ def connectors_add(name: str, kind: str, config_json: str, as_json: bool) -> Non
     runtime = rt()
     row, created = setup_call(upsert_connector, runtime.db, runtime.box, name, kind, config,
                               actor=actor())
+    warnings = _warnings(runtime, row)
     out({"id": row.id, "name": row.name, "kind": row.kind, "queue": row.queue,
-         "created": created}, as_json,
+         "created": created, "warnings": warnings}, as_json,
         f"connector {name} {'created' if created else 'updated'} (queue {row.queue})")
+    for warning in [] if as_json else warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _warnings(runtime: Any, row: Any) -> list[str]:
+    """What the connector's configuration weakens (Connector.warnings)."""
+    try:
+        return runtime.connector(row).warnings()
+    except Exception:  # a config the kind refuses: its check says why
+        return []
 
 
 @connectors_group.command("list")
@@ -346,18 +357,22 @@ def connectors_check(name: str, as_json: bool) -> None:
     if consent and not as_json:  # an OAuth consent: its health first, a check cannot pass without
         click.echo(f"{name}: consent {consent['summary']}")
     error = None
+    warnings = _warnings(runtime, row)
     try:
         runtime.connector(row).check()
     except ConnectorError as exc:
         error = redact(f"{type(exc).__name__}: {exc}")
     if as_json:
-        out({"name": name, "ok": error is None, "error": error, "consent": consent}, True)
+        out({"name": name, "ok": error is None, "error": error, "consent": consent,
+             "warnings": warnings}, True)
         if error:
             raise SystemExit(1)
         return
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     if error:
         fail(f"{name}: {error}")
-    click.echo(f"{name}: ok")
+    click.echo(f"{name}: ok" + (" (with warnings)" if warnings else ""))
 
 
 @connectors_group.command("enable")

@@ -70,6 +70,17 @@ def init_errors(app: Flask) -> None:
         return error_response(exc.status, exc.code, exc.message, fields=exc.fields,
                               headers=exc.headers)
 
+    from broker.services.throttle import Throttled
+
+    @app.errorhandler(Throttled)
+    def _throttled(exc: Throttled) -> Response:
+        headers = {"Retry-After": str(exc.retry_after)}
+        page = _console_page(429, str(exc))
+        if page is not None:
+            page.headers.update(headers)
+            return page
+        return error_response(429, "too_many_requests", str(exc), headers=headers)
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         message = {413: "the request body is larger than this endpoint accepts",

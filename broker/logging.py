@@ -9,6 +9,7 @@ import contextvars
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -88,9 +89,8 @@ def wants_json(json_logs: bool | None, stream: Any) -> bool:
     return not (isatty and isatty())
 
 
-def setup_logging(level: str = "INFO", json_logs: bool | None = True, stream: Any = None) -> None:
-    """Configure the root logger once per process (gateway, worker, CLI)."""
-    stream = stream or sys.stderr
+def make_handler(json_logs: bool | None, stream: Any) -> logging.Handler:
+    """The broker's log handler: its format, context fields and redaction."""
     handler = logging.StreamHandler(stream)
     if wants_json(json_logs, stream):
         handler.setFormatter(JsonFormatter(
@@ -100,6 +100,12 @@ def setup_logging(level: str = "INFO", json_logs: bool | None = True, stream: An
     else:
         handler.setFormatter(ReadableFormatter())
     handler.addFilter(ContextFilter())
+    return handler
+
+
+def setup_logging(level: str = "INFO", json_logs: bool | None = True, stream: Any = None) -> None:
+    """Configure the root logger once per process (gateway, worker, CLI)."""
+    handler = make_handler(json_logs, stream or sys.stderr)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -117,3 +123,24 @@ def setup_logging(level: str = "INFO", json_logs: bool | None = True, stream: An
         for old in list(logger.handlers):
             logger.removeHandler(old)
         logger.propagate = True
+
+
+ACCESS_LOGGER = "broker.access"
+_access = logging.getLogger(ACCESS_LOGGER)
+
+
+def log_access(response: Any) -> Any:
+    """One line per request (a Flask after_request hook): method, path without the query string,
+    status, duration, client address (the proxies' when BROKER_TRUSTED_PROXIES says so) and
+    request id. Never headers, bodies or query strings, where secrets travel."""
+    from flask import g, request
+
+    started = g.get("started")
+    duration = round((time.perf_counter() - started) * 1000, 1) if started else None
+    path = request.path[:512]
+    _access.info("%s %s %s %s ms %s", request.method, path, response.status_code, duration,
+                 request.remote_addr, extra={
+        "method": request.method, "path": path, "status": response.status_code,
+        "duration_ms": duration, "remote_addr": request.remote_addr})
+    return response
+

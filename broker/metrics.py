@@ -35,6 +35,16 @@ DELIVERIES = Counter(
 RECEIVED_TO_BOOKED = Histogram(
     "broker_received_to_booked_seconds", "Time from receiving an order to booking it",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400))
+HTTP_RESPONSES = Counter(
+    "broker_http_responses_total", "Gateway responses by status code (alert on the 5xx rate)",
+    ["code"])
+
+
+def _per_name(name: str, documentation: str, label: str, values: dict[str, int]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
 
 
 class DatabaseCollector(Collector):
@@ -51,6 +61,14 @@ class DatabaseCollector(Collector):
                                    "Age of the oldest delivery that is due and not booked")
         oldest.add_metric([], stats.oldest_due_age)
         yield oldest
+        yield _per_name("broker_deliveries_due", "Deliveries due and waiting for a worker, by "
+                        "connector (what an autoscaler of its workers reads)", "connector",
+                        stats.due_by_connector)
+        yield _per_name("broker_connector_consent_failed", "1 when the refresh of a connector's "
+                        "OAuth consent was refused: an admin must connect it again", "connector",
+                        stats.consent_failed)
+        yield _per_name("broker_source_catchup_failing", "1 when the last catch-up poll of a "
+                        "source failed", "source", stats.catchup_failing)
         by_status = GaugeMetricFamily("broker_deliveries", "Deliveries by status",
                                       labels=["status"])
         for status, count in sorted(stats.by_status.items()):

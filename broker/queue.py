@@ -58,6 +58,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "sweep": {"task": "broker.sweep", "schedule": settings.sweep_interval,
                       "options": {"queue": BROKER_QUEUE, "expires": settings.sweep_interval}},
+            "retention": {"task": "broker.retention", "schedule": settings.retention_interval,
+                          "options": {"queue": BROKER_QUEUE, "expires": settings.retention_interval}},
         },
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
     }

@@ -55,6 +55,18 @@ class Settings:
     stop_grace_seconds: float
     allow_private_networks: bool
     allowed_private_hosts: tuple[str, ...] = ()
+    # Retention (broker.services.retention): days each data class is kept; 0 = for ever.
+    retention_events_days: int = 0
+    retention_versions_days: int = 0
+    retention_attempts_days: int = 0
+    retention_timeline_days: int = 0
+    retention_audit_days: int = 0
+    retention_batch: int = 500
+    retention_interval: float = 3600.0
+    retention_archive_dir: str = ""  # JSON lines of each purged row go here first; "" = none
+    trusted_proxies: int = 0  # reverse proxies in front of the gateway whose X-Forwarded-* count
+    metrics_token: str = ""  # bearer token /metrics requires (empty: open, for loopback binds)
+    access_log: bool = True
     # Where the values came from besides the environment (shown by `broker info`).
     config_file: Path | None = None
 
@@ -117,6 +129,10 @@ def _read_config(path: Path) -> dict[str, object]:
     return values
 
 
+class _Days(int):
+    """Marker for a retention period in days (0 or empty: keep for ever)."""
+
+
 def _coerce(name: str, raw: object, kind: type) -> object:
     var = ENV_PREFIX + name.upper()
     try:
@@ -129,6 +145,11 @@ def _coerce(name: str, raw: object, kind: type) -> object:
             if value in {"0", "false", "no", "off"}:
                 return False
             raise ValueError("expected true or false")
+        if kind is _Days:  # a retention period: 0 or empty keeps for ever
+            days = int(str(raw).strip() or 0)
+            if days < 0:
+                raise ValueError("must be 0 (keep for ever) or a number of days")
+            return days
         if kind in (int, float):
             number = kind(raw)
             if number <= 0:
@@ -155,12 +176,27 @@ def write_key_file(data_dir: Path) -> Path:
     return key_file
 
 
-def _load_secret_keys(raw: str, data_dir: Path, create: bool) -> tuple[str, ...]:
+MISSING_KEYS = (
+    "BROKER_SECRET_KEYS is required with a database server (BROKER_DATABASE_URL is not the "
+    "embedded SQLite): every gateway, worker and beat must use the same keys, or each host "
+    "would make its own and fail to open the others' secrets. Make one with `broker keys "
+    "generate` and set it on every process")
+
+
+def _load_secret_keys(raw: str, data_dir: Path, create: bool, embedded: bool) -> tuple[str, ...]:
     """Keys from BROKER_SECRET_KEYS; the embedded default keeps one generated key on disk.
 
     Without `create`, a missing key file gives no keys (the caller says what to run) instead
-    of a new key that could not open the secrets stored so far.
+    of a new key that could not open the secrets stored so far. With a database server the
+    keys must be explicit: a process that would run (`create`) refuses to start without them.
     """
+    if not raw and not embedded:
+        if create:
+            key_file = data_dir / "secret.key"
+            hint = (f" (the key this host generated earlier is in {key_file}: put it in BROKER_SECRET_KEYS)"
+                    if key_file.exists() else "")
+            raise ConfigError(MISSING_KEYS + hint)
+        return ()
     if not raw:
         key_file = data_dir / "secret.key"
         if create:
@@ -227,12 +263,17 @@ def load_settings(environ: Mapping[str, str] | None = None, *, create_key: bool 
              "sweep_interval": float, "max_attempts": int, "retry_base": float,
              "retry_cap": float, "claim_batch": int, "token_ttl": int, "session_ttl": int,
              "web_workers": int, "worker_concurrency": int, "stop_grace_seconds": float,
-             "allow_private_networks": bool}
+             "allow_private_networks": bool, "access_log": bool,
+             "retention_batch": int, "retention_interval": float,
+             **{f"retention_{c}_days": _Days
+                for c in ("events", "versions", "attempts", "timeline", "audit")}}
     clean: dict[str, object] = {"data_dir": data_dir, "config_file": config_file,
                                 "allowed_private_hosts": _allowed_hosts(values.get("allowed_private_hosts")),
-                                "log_json": _log_json(values.get("log_json", "auto"))}
+                                "log_json": _log_json(values.get("log_json", "auto")),
+                                "trusted_proxies": _hop_count(values.get("trusted_proxies", 0))}
     for field in dataclasses.fields(Settings):
-        if field.name in ("data_dir", "secret_keys", "config_file", "allowed_private_hosts", "log_json"):
+        if field.name in ("data_dir", "secret_keys", "config_file", "allowed_private_hosts", "log_json",
+                          "trusted_proxies"):
             continue
         raw = values.get(field.name, "")
         value = _coerce(field.name, raw, kinds.get(field.name, str))
@@ -261,7 +302,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, create_key: bool 
     if clean["web_worker_class"] not in {"gevent", "sync", "gthread"}:
         raise ConfigError(f"BROKER_WEB_WORKER_CLASS={clean['web_worker_class']!r}: "
                           "use gevent, sync or gthread")
-    clean["secret_keys"] = _load_secret_keys(str(values.get("secret_keys") or ""), data_dir, create_key)
+    token = str(clean["metrics_token"])
+    if token and (len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token):
+        raise ConfigError("BROKER_METRICS_TOKEN: use at least 16 printable ASCII characters without "
+                          "spaces, e.g. the output of `openssl rand -hex 32`")
+    clean["secret_keys"] = _load_secret_keys(str(values.get("secret_keys") or ""), data_dir, create_key,
+                                             str(clean["database_url"]).startswith("sqlite"))
     return Settings(**clean)  # type: ignore[arg-type]
 
 
@@ -270,3 +316,15 @@ def _log_json(raw: object) -> bool | None:
     if raw is None or str(raw).strip().lower() in ("", "auto"):
         return None
     return bool(_coerce("log_json", raw, bool))
+
+
+def _hop_count(raw: object) -> int:
+    """BROKER_TRUSTED_PROXIES: how many proxies in front of the gateway append X-Forwarded-For."""
+    try:
+        hops = int(str(raw).strip() or 0)
+    except ValueError:
+        hops = -1
+    if not 0 <= hops <= 10:
+        raise ConfigError(f"BROKER_TRUSTED_PROXIES={raw!r}: give the number of reverse proxies in "
+                          "front of the gateway, 0 (none: X-Forwarded-* ignored) to 10")
+    return hops

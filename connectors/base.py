@@ -103,6 +103,11 @@ class Connector:
     def check(self) -> None:
         """Test the connection and credentials. Raises: TransientError, PermanentError."""
 
+    def warnings(self) -> list[str]:
+        """What the admin must know about this configuration, read from the config alone: a
+        guarantee it weakens (shown by `connectors add` and `check` and in the console)."""
+        return []
+
     def push(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
         """Create or update the order, idempotently (look it up by external key first).
 

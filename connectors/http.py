@@ -133,14 +133,19 @@ class HttpConfig(ConfigSchema):
                                        validate=validate.Regexp(r"^[A-Za-z0-9-]+$"), metadata={
                                            "description": "Header carrying a key that is the same "
                                            "for every retry of one write, so the back office books "
-                                           "it once."})
+                                           "it once — if it honours the header; a back office that "
+                                           "ignores it needs a Lookup URL."})
     reference_field = fields.String(load_default="id", validate=validate.Length(min=1), metadata={
         "description": "Field of the JSON answer holding the back office's reference (else the "
         "Location header)."})
     lookup_url = fields.String(load_default=None, allow_none=True,
                                validate=_url("{external_id}", required="{external_id}"), metadata={
                                    "title": "Lookup URL", "description": "GET URL that finds an "
-                                   "order by {external_id}, so a lost answer is never booked twice."})
+                                   "order by {external_id}, so a lost answer is never booked twice. "
+                                   "Without it, booking once rests on the back office honouring "
+                                   "the idempotency header: if it ignores it, an order is booked "
+                                   "twice whenever a worker dies between the back office's write "
+                                   "and its answer (at-least-once)."})
     cancel_url = fields.String(load_default=None, allow_none=True,
                                validate=_url("{external_id}", "{reference}"), metadata={
                                    "title": "Cancel URL", "description": "POST URL that cancels "
@@ -183,6 +188,13 @@ class _Answer(NamedTuple):
     headers: Any  # urllib3.HTTPHeaderDict, case-insensitive
     body: bytes
     complete: bool  # False when the body exceeded max_response_bytes
+
+
+AT_LEAST_ONCE = (
+    "connector '{name}' has no lookup_url: orders are booked once only if the back office "
+    "honours the {header} header. If it ignores it, an order is booked twice whenever a worker "
+    "dies between the back office's write and its answer (at-least-once). Set lookup_url (a GET "
+    "that finds an order by {{external_id}}), or make sure the back office deduplicates on {header}.")
 
 
 class HttpConnector(Connector):
@@ -235,6 +247,11 @@ class HttpConnector(Connector):
         answer = self._request("OPTIONS", self.settings["url"])
         if (answer.status >= 500 and answer.status != 501) or answer.status in (401, 403):
             self._raise_for_status(answer, "the connection check", self.settings["url"])
+
+    def warnings(self) -> list[str]:
+        if self.settings["lookup_url"]:
+            return []
+        return [AT_LEAST_ONCE.format(name=self.name, header=self.settings["idempotency_header"])]
 
     def push(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
         """Create or update the order; creates look the order up first when lookup_url is set.

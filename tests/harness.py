@@ -204,7 +204,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
 class Stack:
     """One broker installation: settings, migrated database, app, workers, HTTP gateway."""
 
-    def __init__(self, tmp: Path, database: str, queue: str, **overrides: Any) -> None:
+    def __init__(self, tmp: Path, database: str, queue: str, *, migrate: bool = True,
+                 **overrides: Any) -> None:
+        """`migrate=False` leaves the database empty for a test that migrates it itself (e.g.
+        with `broker db upgrade` as a process of its own); the app is built all the same."""
         self.tmp = tmp
         self.db_url, self._drop = create_database(database)
         if database == "sqlite":
@@ -218,19 +221,24 @@ class Stack:
         }
         self.env.update({f"BROKER_{k.upper()}": str(v) for k, v in overrides.items()})
         self.settings: Settings = load_settings(self.env)
-        from broker.cli import upgrade_database
+        if migrate:
+            from broker.cli import upgrade_database
 
-        upgrade_database(self.settings)
+            upgrade_database(self.settings)
         self.runtime = Runtime(self.settings)
         self.app = build_app(self.settings, runtime=self.runtime, configure_logging=False)
         self.client = self.app.test_client()
         self.workers: list[subprocess.Popen[bytes]] = []
+        self._logs: dict[int, Path] = {}
+        self._started: dict[int, Callable[[], bool]] = {}
         self._server: Any = None
         self.base_url = ""
 
     # --- processes -------------------------------------------------------------------
-    def start_worker(self, *, beat: bool = True, concurrency: int = 2,
-                     queues: str | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(self, *, beat: bool = True, concurrency: int = 2, queues: str | None = None,
+                     wait: bool = True) -> subprocess.Popen[bytes]:
+        """A Celery worker; `wait=False` returns at once (several processes then start
+        together: `wait_started` each)."""
         log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
         cmd = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--concurrency",
                str(concurrency), "--loglevel", "INFO", "--without-gossip", "--without-mingle",
@@ -243,11 +251,58 @@ class Stack:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self.workers.append(proc)
-        path = log.name
-        wait_until(lambda: b"ready." in Path(path).read_bytes() or proc.poll() is not None,
-                   timeout=60, message="worker start")
-        assert proc.poll() is None, Path(path).read_text()[-3000:]
+        self._started[proc.pid] = lambda: b"ready." in Path(log.name).read_bytes()
+        self._logs[proc.pid] = Path(log.name)
+        if wait:
+            self.wait_started(proc)
         return proc
+
+    def wait_started(self, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+        """Until a worker says it is ready, or a gateway answers /healthz."""
+        def started() -> bool:
+            assert proc.poll() is None, self._logs[proc.pid].read_text()[-3000:]
+            return self._started[proc.pid]()
+
+        wait_until(started, timeout=timeout, interval=0.2, message=f"{self._logs[proc.pid].stem} to start")
+
+    def run_broker(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """A `broker` command as its own process (e.g. the migrations' one-shot)."""
+        return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, **self.env, **env})
+
+    def start_broker(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """A long-running `broker` command (serve, worker, beat) as its own process, logging to
+        <tmp>/<name>.log and stopped with the stack's workers."""
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "broker.cli", *args], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1", **env})
+        self.workers.append(proc)
+        self._logs[proc.pid] = Path(log.name)
+        self._started[proc.pid] = lambda: True
+        return proc
+
+    def start_gateway(self, name: str = "gateway", *,
+                      wait: bool = True) -> tuple[str, subprocess.Popen[bytes]]:
+        """`broker serve` (gunicorn, one sync worker) on a free port with a data folder of its
+        own, as one gateway container or machine would run it: its base URL and process."""
+        port = free_port()
+        proc = self.start_broker(name, "serve", "--workers", "1", "--worker-class", "sync",
+                                 BROKER_BIND=f"127.0.0.1:{port}",
+                                 BROKER_DATA_DIR=str(self.tmp / name))
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        self._started[proc.pid] = up
+        if wait:
+            self.wait_started(proc)
+        return base, proc
 
     def kill_workers(self, sig: int = signal.SIGKILL) -> None:
         for proc in self.workers:
@@ -344,11 +399,13 @@ class Stack:
             return session.execute(select(func.count()).select_from(model).where(*where)).scalar()
 
     def row_counts(self) -> dict[str, int]:
+        """Rows per table, but the abuse limits' counters (a refused request is counted there
+        on purpose: it is bookkeeping, not data the request stored)."""
         from broker.db import Base
 
         with self.runtime.db.begin() as session:
             return {t.name: session.execute(select(func.count()).select_from(t)).scalar()
-                    for t in Base.metadata.sorted_tables}
+                    for t in Base.metadata.sorted_tables if t.name != "login_throttle"}
 
     def worker_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")

@@ -8,17 +8,22 @@ Start a worker dedicated to one back office with `-Q connector.<name>`.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from celery import bootsteps, signals
 
 from broker.queue import make_celery
 from broker.runtime import process_runtime
-from broker.settings import load_settings
+from broker.settings import ConfigError, load_settings
 
 log = logging.getLogger(__name__)
 QUEUE_REFRESH_SECONDS = 2.0  # a new connector's queue is consumed within this delay
-settings = load_settings()
+try:
+    settings = load_settings()
+except ConfigError as exc:  # `celery -A workers worker|beat`: one line, not a traceback
+    print(f"configuration error: {exc}", file=sys.stderr)
+    sys.exit(2)
 app = make_celery(settings)
 app.conf.include = ["workers.tasks"]
 # Any number of beats may run; the one holding the sweeper lease publishes (workers/schedule.py).

@@ -7,8 +7,9 @@ import time
 
 from broker import metrics
 from broker.logging import order_context
+from broker.queue import BROKER_QUEUE
 from broker.runtime import process_runtime
-from broker.services import catchup, custody, delivery, intake, leases, sweeper
+from broker.services import catchup, custody, delivery, intake, leases, retention, sweeper
 from workers.celery import app, settings
 
 log = logging.getLogger(__name__)
@@ -86,3 +87,21 @@ def catch_up(source_name: str) -> dict[str, int]:
     if result.first_event_id:
         rt.publisher.normalise(result.first_event_id)
     return {"polled": result.polled, "stored": result.stored}
+
+
+@app.task(name="broker.retention")
+def purge_expired() -> dict[str, int]:
+    """Delete data past its retention window (BROKER_RETENTION_*) in small batches, for at
+    most half a lease, then hand the rest to a new task so other work interleaves."""
+    rt = process_runtime(settings)
+    result = retention.purge(rt.db, retention.Policy.from_settings(settings),
+                             budget_seconds=max(1.0, settings.lease_seconds / 2))
+    counts = {name: p.rows for name, p in result.items()}
+    if any(counts.values()):
+        log.info("retention purged %s", ", ".join(f"{n} {k}" for k, n in counts.items() if n))
+    if not all(p.complete for p in result.values()):
+        try:
+            purge_expired.apply_async(queue=BROKER_QUEUE)
+        except Exception as exc:  # the next scheduled run goes on
+            log.warning("could not enqueue the rest of the retention purge: %s", exc)
+    return counts

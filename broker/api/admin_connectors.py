@@ -198,18 +198,23 @@ def remove(name: str) -> ResponseReturnValue:
 
 @blp.route("/connectors/<name>/check", methods=["POST"])
 @guarded(blp, "admin", "Test the connection and credentials of a connector", 404,
-         description="Answers 200 with `ok` false and the back office's error when the check fails.")
+         description="Answers 200 with `ok` false and the back office's error when the check fails; "
+                     "`warnings` says what the configuration weakens (an `http` connector without "
+                     "`lookup_url` is at-least-once against a back office that ignores its "
+                     "idempotency header).")
 @blp.response(200, CheckSchema)
 def check(name: str) -> ResponseReturnValue:
     rt = runtime()
     with rt.db.begin() as session:
         row = _row(session, name)
         consent = _consent(session, row)
-    error = None
+    error, warnings = None, []
     try:
-        rt.connector(row).check()
+        connector = rt.connector(row)
+        warnings = connector.warnings()
+        connector.check()
     except Exception as exc:  # a ConnectorError, or an invalid stored config: the admin reads it
         if not isinstance(exc, ConnectorError):
             log.warning("check of connector %s raised %s", name, type(exc).__name__, exc_info=True)
         error = redact(f"{type(exc).__name__}: {exc}")
-    return {"name": name, "ok": error is None, "error": error, "consent": consent}
+    return {"name": name, "ok": error is None, "error": error, "consent": consent, "warnings": warnings}

@@ -23,7 +23,7 @@ from broker.schemas.api import (
     ParkedGroupSchema,
     page_of,
 )
-from broker.services import queries
+from broker.services import queries, throttle
 from broker.services.dead_letters import dead_letter_groups, dead_letter_ids
 from broker.services.links import mapping_gaps
 from broker.services.operations import replay_dead_letters, replay_delivery, retry_delivery
@@ -90,11 +90,12 @@ def replay(delivery_id: str) -> ResponseReturnValue:
 
 
 @blp.route("/deliveries/replay", methods=["POST"])
-@guarded(blp, "operate", "Replay dead letters in bulk, after an explicit confirmation", 409,
+@guarded(blp, "operate", "Replay dead letters in bulk, after an explicit confirmation", 409, 429,
          description="Without `confirm` this is a dry run: it answers how many dead letters the filter "
                      "(connector, reason) selects as `matched`. Send the same filter again with "
                      "`confirm` set to that count to replay them; if the selection changed "
-                     "meanwhile the answer is 409 with the new count, and nothing is replayed.")
+                     "meanwhile the answer is 409 with the new count, and nothing is replayed. "
+                     "Confirmed replays are limited per caller (429 with Retry-After).")
 @blp.arguments(BulkReplaySchema)
 @blp.response(200, BulkReplayResultSchema)
 @blp.alt_response(202, schema=BulkReplayResultSchema, description="replayed")
@@ -105,6 +106,7 @@ def bulk_replay(body: dict[str, Any]) -> ResponseReturnValue:
         ids = dead_letter_ids(session, **selection)
     if "confirm" not in body:
         return {"matched": len(ids), "replayed": 0, "dry_run": True}
+    throttle.admit(rt.db, throttle.BULK_OPERATIONS, request_actor(), "bulk replays")
     if body["confirm"] != len(ids):
         raise ApiError(409, "confirmation_mismatch",
                        f"{len(ids)} dead letters match now, not {body['confirm']}; check them again "

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify, redirect
+import hmac
+
+from flask import Response, jsonify, redirect, request
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from broker import metrics
 from broker.api.common import runtime
+from broker.errors import ApiError
 
 blp = Blueprint("health", __name__, description="Health and metrics")
+
+
+@blp.after_app_request
+def _count_response(response: Response) -> Response:
+    """Every gateway answer counted by status, so a 5xx rate can raise an alert."""
+    metrics.HTTP_RESPONSES.labels(code=str(response.status_code)).inc()
+    return response
 
 
 @blp.route("/", methods=["GET"])
@@ -51,7 +61,15 @@ def readyz() -> ResponseReturnValue:
 
 
 @blp.route("/metrics", methods=["GET"])
-@blp.doc(summary="Prometheus metrics", security=[])
+@blp.doc(summary="Prometheus metrics (with BROKER_METRICS_TOKEN set: `Authorization: Bearer <token>`)",
+         security=[], responses={"401": {"description": "BROKER_METRICS_TOKEN is set and the request "
+                                                       "does not carry it"}})
 def metrics_view() -> ResponseReturnValue:
+    token = runtime().settings.metrics_token
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise ApiError(401, "unauthorized", "GET /metrics needs Authorization: Bearer "
+                           "<BROKER_METRICS_TOKEN>", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     body, content_type = metrics.render(runtime().db)
     return Response(body, content_type=content_type)

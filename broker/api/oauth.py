@@ -4,11 +4,15 @@ OAuth client libraries expect, rather than the broker's API error shape."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from flask import current_app
+from flask import Response, current_app, request
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
+
+from broker.api.common import runtime
+from broker.services import throttle
 
 blp = Blueprint("oauth", __name__, description="OAuth 2.0 authorization server")
 
@@ -20,16 +24,32 @@ def _form(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
 
 
 _TOKEN = {"token": {"type": "string"}, "token_type_hint": {"type": "string", "enum": ["access_token"]}}
-_CLIENT_AUTH = {"401": {"description": "client authentication failed (invalid_client)"}}
+_CLIENT_AUTH = {"401": {"description": "client authentication failed (invalid_client)"},
+                "429": {"description": "too many requests or failed client authentications from "
+                                       "this address; wait `Retry-After` seconds"}}
+
+
+def _throttled(respond: Callable[[], Response]) -> Response:
+    """Every client-authenticated endpoint: at most TOKEN_REQUESTS per client address, and
+    TOKEN_FAILURES failed authentications lock the address out (429 with Retry-After), so
+    guessing client secrets is slow and a flood cannot mint tokens without end."""
+    db, address = runtime().db, request.remote_addr or "unknown"
+    throttle.admit(db, throttle.TOKEN_REQUESTS, address, "requests to the OAuth endpoints",
+                   locked_by=[throttle.TOKEN_FAILURES.key(address)])
+    response = respond()
+    if response.status_code == 401:
+        throttle.record(db, throttle.TOKEN_FAILURES, address)
+    return response
 
 
 @blp.route("/oauth/token", methods=["POST"])
 @blp.doc(summary="Issue an access token (client_credentials; HTTP Basic or form credentials)",
          description="The access token is a JWT (RFC 9068, ES256) verifiable with /.well-known/jwks.json.",
          security=[], requestBody=_form(["grant_type"], {
-             "grant_type": {"type": "string", "enum": ["client_credentials"]}, "scope": {"type": "string"}}))
+             "grant_type": {"type": "string", "enum": ["client_credentials"]}, "scope": {"type": "string"}}),
+         responses=_CLIENT_AUTH)
 def issue_token() -> ResponseReturnValue:
-    return current_app.extensions["broker_oauth"].create_token_response()
+    return _throttled(current_app.extensions["broker_oauth"].create_token_response)
 
 
 @blp.route("/oauth/introspect", methods=["POST"])
@@ -41,7 +61,8 @@ def issue_token() -> ResponseReturnValue:
                                            "aud, jti, token_type}` or `{\"active\": false}`"},
                     **_CLIENT_AUTH})
 def introspect_token() -> ResponseReturnValue:
-    return current_app.extensions["broker_oauth"].create_endpoint_response("introspection")
+    server = current_app.extensions["broker_oauth"]
+    return _throttled(lambda: server.create_endpoint_response("introspection"))
 
 
 @blp.route("/oauth/revoke", methods=["POST"])
@@ -51,4 +72,5 @@ def introspect_token() -> ResponseReturnValue:
          security=[], requestBody=_form(["token"], _TOKEN),
          responses={"200": {"description": "revoked, or nothing to revoke"}, **_CLIENT_AUTH})
 def revoke_token() -> ResponseReturnValue:
-    return current_app.extensions["broker_oauth"].create_endpoint_response("revocation")
+    server = current_app.extensions["broker_oauth"]
+    return _throttled(lambda: server.create_endpoint_response("revocation"))

@@ -16,7 +16,7 @@ from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
 
 from broker import metrics
-from broker.api.common import read_json_body, runtime
+from broker.api.common import read_body, read_json_body, runtime
 from broker.channels.base import SignatureError
 from broker.errors import ApiError
 from broker.models import EventStatus
@@ -43,8 +43,7 @@ def receive(source_name: str) -> ResponseReturnValue:
     if source.channel is None:
         raise ApiError(404, "unknown_source",
                        f"source '{source_name}' takes orders through POST /api/v1/orders")
-    request.max_content_length = source.max_body_bytes or rt.settings.max_body_bytes
-    body = request.get_data(cache=True)
+    body = read_body(source.max_body_bytes or rt.settings.max_body_bytes)
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
         envelope = source.channel.verify(headers, body, source.secrets, time.time(),

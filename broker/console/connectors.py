@@ -175,6 +175,7 @@ def _edit_page(name: str, form: list[FormField] | None = None, loose: list[str] 
                                      DeliveryStatus.DEAD]))
             .group_by(Delivery.status)).all())
         kind, enabled, config = row.kind, row.enabled, dict(row.config or {})
+        session.expunge(row)
     if form is None:
         form = _form(kind)
         fill_stored(form, config, secrets)
@@ -182,7 +183,17 @@ def _edit_page(name: str, form: list[FormField] | None = None, loose: list[str] 
         fill_submitted(form, request.form, secrets)
     return render_template("console/connector_form.html", kind=kind, form=form, name=name, creating=False,
                            loose=loose or [], name_error=None, enabled=enabled, consent=consent,
-                           counts=counts, invalid=_invalid(form)), status
+                           counts=counts, invalid=_invalid(form),
+                           warnings=connector_warnings(rt, row)), status
+
+
+def connector_warnings(rt: Any, row: Any) -> list[str]:
+    """What the stored configuration weakens (e.g. an http connector without lookup_url is
+    at-least-once); none for a config the kind refuses (its errors say so)."""
+    try:
+        return rt.connector(row).warnings()
+    except Exception:
+        return []
 
 
 @bp.route("/<name>", methods=["GET"])
@@ -222,6 +233,8 @@ def check(name: str) -> ResponseReturnValue:
         flash(redact(f"Connection test of {name} failed: {exc}"), "error")
     else:
         flash(f"Connection test of {name} passed: the back office answers and accepts the credentials.")
+        for warning in connector_warnings(rt, row):
+            flash(f"Warning: {warning}", "warning")
     return redirect(url_for("console_connectors.edit", name=name), 303)
 
 

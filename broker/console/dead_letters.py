@@ -8,7 +8,7 @@ from flask.typing import ResponseReturnValue
 
 from broker.console.auth import requires
 from broker.console.common import actor, page_limit, runtime, wake
-from broker.services import queries
+from broker.services import queries, throttle
 from broker.services.dead_letters import dead_letter_groups, dead_letter_ids
 from broker.services.operations import replay_dead_letters
 
@@ -44,6 +44,7 @@ def replay() -> ResponseReturnValue:
         confirmed = int(request.form.get("confirm", ""))
     except ValueError:
         confirmed = -1
+    throttle.admit(rt.db, throttle.BULK_OPERATIONS, actor(), "bulk replays")
     with rt.db.begin() as session:
         ids = dead_letter_ids(session, **selection)
     if confirmed != len(ids):

@@ -61,7 +61,8 @@ class Delivery(Base):
 
 class DeliveryAttempt(Base):
     __tablename__ = "delivery_attempts"
-    __table_args__ = (Index("ix_delivery_attempts_delivery", "delivery_id", "started_at"),)
+    __table_args__ = (Index("ix_delivery_attempts_delivery", "delivery_id", "started_at"),
+                      Index("ix_delivery_attempts_started", "started_at"))  # retention
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))

@@ -99,6 +99,7 @@ class OrderVersion(Base):
     __table_args__ = (
         UniqueConstraint("order_id", "version", name="uq_order_versions_order_version"),
         UniqueConstraint("order_id", "digest", name="uq_order_versions_order_digest"),
+        Index("ix_order_versions_created", "created_at"),  # retention, oldest first
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -116,7 +117,8 @@ class TimelineEntry(Base):
     """One step of an order's journey, for the operator (DESIGN invariant 3)."""
 
     __tablename__ = "timeline"
-    __table_args__ = (Index("ix_timeline_order_at", "order_id", "at"),)
+    __table_args__ = (Index("ix_timeline_order_at", "order_id", "at"),
+                      Index("ix_timeline_at", "at"))  # retention, oldest first
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     order_id: Mapped[str] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))

@@ -178,6 +178,7 @@ class CheckSchema(Schema):
     ok = fields.Boolean()
     error = fields.String(allow_none=True)
     consent = fields.Nested(ConsentSchema, allow_none=True)
+    warnings = fields.List(fields.String())
 
 
 # --- routes ----------------------------------------------------------------------------------
@@ -387,3 +388,26 @@ class ClientCreateSchema(Schema):
 class ClientCreatedSchema(ClientSchema):
     client_secret = fields.String(metadata={"description": "shown this once", "format": "password"})
     token_url = fields.String()
+
+
+# --- customers' personal data ------------------------------------------------------------------
+
+class CustomerEraseSchema(Schema):
+    email = text(320, min_length=3, required=True, metadata={
+        "description": "the customer's email, in any case", "format": "email"})
+    force = fields.Boolean(load_default=False, metadata={
+        "description": "erase even while orders of the customer wait to be delivered (they are "
+                       "then pushed without the customer's data); without it that is a 409"})
+
+
+class ErasureSchema(Schema):
+    subject = fields.String(metadata={
+        "description": "what the audit log keeps of the customer: `sha256:` + the SHA-256 of "
+                       "the email in lower case"})
+    orders, versions, events, timeline, deliveries, attempts, links, audit_entries = (
+        fields.Integer(metadata={"description": f"{what} changed"}) for what in (
+            "orders", "order versions", "raw events", "timeline entries", "deliveries",
+            "delivery attempts", "identity links (deleted)", "audit entries"))
+    already_erased_at = fields.String(allow_none=True, metadata={
+        **TIME, "description": "set when nothing was left: the time of the earlier erasure"})
+    order_ids = fields.List(fields.String(), metadata={"description": "the orders erased"})

@@ -16,7 +16,7 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 import pycountry
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validates_schema
 from marshmallow.validate import Length, OneOf
 
 from connectors.money import minor_units
@@ -245,6 +245,47 @@ def _amounts(order: dict) -> Iterator[tuple[dict, str, tuple, int]]:
             yield from money(holder, tuple(holder), (name,))
 
 
+NUL_MESSAGE = "Must not contain a NUL character (\\u0000)."
+
+
+def _nul_paths(value: Any, path: tuple = ()) -> Iterator[tuple]:
+    """Paths of every string (and object key) holding a NUL character.
+
+    PostgreSQL refuses NUL in text and JSON, so such an order could never be stored: it is
+    invalid input, refused with its path by the REST API, the webhook gateway and the worker
+    alike (they all load orders through this schema).
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                yield (*path, key.replace("\x00", "\\u0000"))
+            else:
+                yield from _nul_paths(item, (*path, key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _nul_paths(item, (*path, index))
+
+
+def _has_nul(value: Any) -> bool:
+    """_nul_paths' quick yes/no (every order is checked; few have one)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+            if any("\x00" in key for key in item if isinstance(key, str)):
+                return True
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _nest(errors: dict, path: tuple, message: str) -> None:
     for key in path[:-1]:
         errors = errors.setdefault(key, {})
@@ -253,7 +294,7 @@ def _nest(errors: dict, path: tuple, message: str) -> None:
 
 class OrderSchema(_Strict):
     external_id = fields.String(required=True, validate=Length(min=1, max=255))
-    number = _text()
+    number = _text(64)  # the orders table indexes it as 64 characters
     channel = _text(64)
     placed_at = UtcDateTime(allow_none=True)
     updated_at = UtcDateTime(allow_none=True)
@@ -272,6 +313,17 @@ class OrderSchema(_Strict):
     note = _text(5000)
     tags = fields.List(fields.String(validate=Length(max=255)), load_default=list)
     metadata = Metadata(load_default=dict)
+
+    @pre_load
+    def _no_nul(self, data: Any, **kwargs: Any) -> Any:
+        if not _has_nul(data):
+            return data
+        errors: dict = {}
+        for path in _nul_paths(data):
+            _nest(errors, path or ("_schema",), NUL_MESSAGE)
+        if errors:
+            raise ValidationError(errors)
+        return data
 
     @validates_schema(skip_on_field_errors=False)
     def _check_places(self, data: dict, **kwargs: Any) -> None:

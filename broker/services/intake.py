@@ -289,11 +289,13 @@ def normalise_pending(db: Database, *, limit: int, box: SecretBox | None = None,
     batch and enriched one by one outside it, so no transaction waits on a vendor. Should
     normalisation itself fail (not a payload: those are rejected), the batch is rolled back
     and each event retried in a transaction of its own, so one bad event never holds up the
-    others; after MAX_NORMALISE_ATTEMPTS it is rejected. When `stopping` is set (the worker
-    is asked to stop), thin events not yet enriched are left waiting for another worker.
+    others; an event that failed so is retried alone from then on (it never costs another
+    batch its work), and after MAX_NORMALISE_ATTEMPTS it is rejected. When `stopping` is set
+    (the worker is asked to stop), events not yet taken one by one are left waiting for another
+    worker.
     """
     ids: list[str] = []
-    thin: list[str] = []
+    alone: list[str] = []  # thin events, and events that failed before
     try:
         with db.begin() as session:
             now = utcnow()
@@ -308,12 +310,15 @@ def normalise_pending(db: Database, *, limit: int, box: SecretBox | None = None,
             routes: RouteTable = {}
             results = []
             for event in events:
+                if event.error:  # a waiting event with an error failed before (or is deferred)
+                    alone.append(event.id)
+                    continue
                 source = sources.get(event.source_id) or session.get(Source, event.source_id)
                 sources[event.source_id] = source
                 channel = _channel(source, channels)
                 payload = _safe_parse(event.body)
                 if payload is not None and channel.needs_api(event.topic, payload):
-                    thin.append(event.id)
+                    alone.append(event.id)
                     continue
                 with session.no_autoflush:  # one flush per event instead of one per query
                     results.append(_normalise(session, event, source, channel, payload, routes))
@@ -323,8 +328,8 @@ def normalise_pending(db: Database, *, limit: int, box: SecretBox | None = None,
                     session, [pair for r in results for pair in r.created])
     except Exception:
         log.exception("a batch of %d events failed to normalise; retrying one by one", len(ids))
-        thin, results = ids, []
-    for event_id in thin:
+        alone, results = ids, []
+    for event_id in alone:
         if stopping is not None and stopping.is_set():
             break  # nothing is held: the event stays received, another worker takes it
         try:
@@ -348,6 +353,9 @@ def _count_failure(db: Database, event_id: str) -> None:
             event.status = EventStatus.REJECTED
             event.error = (f"normalisation failed {event.attempts} times with an internal "
                            "error; see the worker log, fix, then reprocess the event")
+        else:  # also what takes it out of shared batches (normalise_pending)
+            event.error = (f"normalisation failed with an internal error (attempt "
+                           f"{event.attempts} of {MAX_NORMALISE_ATTEMPTS}); see the worker log")
 
 
 def request_fingerprint(method: str, path: str, body: bytes) -> str:

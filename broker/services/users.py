@@ -1,9 +1,9 @@
 """Local console users (the bootstrap admin of the embedded default) and sign-in throttling.
 
 Passwords are hashed with Argon2id (argon2-cffi's RFC 9106 defaults) and rehashed when those
-defaults change. Failed sign-ins are counted in the database, per user name and per client
-address, so every gateway process shares one throttle; past the limit an exponential lockout
-answers before any password is checked. An unknown user name costs the same hash as a known
+defaults change. Failed sign-ins are counted per user name and per client address
+(broker.services.throttle, shared by every gateway process); past the limit an exponential
+lockout answers before any password is checked. An unknown user name costs the same hash as a known
 one, so timing does not reveal which names exist.
 """
 
@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
 
 from broker.db import Database, utcnow
 from broker.identity.roles import ROLES
-from broker.models import LoginThrottle, User
-from broker.services import audit
+from broker.models import User
+from broker.services import audit, throttle
 from broker.services.sources import SetupError
 
 MIN_PASSWORD = 12
-WINDOW = timedelta(minutes=15)
-LIMITS = {"user": 5, "addr": 20}  # failures within WINDOW before a lockout starts
-FIRST_LOCK_SECONDS, MAX_LOCK_SECONDS = 60, 900
 _hasher = PasswordHasher()
 
 
@@ -78,7 +72,7 @@ def create_user(db: Database, username: str, password: str | None, *, role: str 
             row = User(username=username)
             session.add(row)
         row.password_hash, row.role, row.disabled = _hasher.hash(password), role, False
-        session.execute(delete(LoginThrottle).where(LoginThrottle.key == f"user:{username.lower()}"))
+        throttle.clear(session, throttle.SIGN_IN_USER, username.lower())
         audit.record(session, actor=actor, action=action, target_type="user", target=username,
                      after={"role": role, "password": audit.REDACTED})
     return row, generated
@@ -91,35 +85,12 @@ def list_users(db: Database) -> list[dict[str, object]]:
                 for u in session.execute(select(User).order_by(User.username)).scalars()]
 
 
-def _locked_for(session: Session, keys: list[str], now: datetime) -> int | None:
-    until = session.execute(select(LoginThrottle.locked_until).where(
-        LoginThrottle.key.in_(keys), LoginThrottle.locked_until > now)).scalars().all()
-    return max(int((u - now).total_seconds()) + 1 for u in until) if until else None
-
-
-def _count_failure(session: Session, key: str, limit: int, now: datetime) -> None:
-    row = session.get(LoginThrottle, key, with_for_update=True)
-    if row is None:
-        try:
-            with session.begin_nested():
-                session.add(LoginThrottle(key=key, failures=1, window_start=now))
-            return
-        except IntegrityError:  # another process counted the first failure meanwhile
-            row = session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
-    assert row is not None
-    if row.window_start < now - WINDOW and (row.locked_until is None or row.locked_until < now):
-        row.failures, row.window_start = 0, now
-    row.failures += 1
-    if row.failures >= limit:
-        seconds = min(FIRST_LOCK_SECONDS * 2 ** (row.failures - limit), MAX_LOCK_SECONDS)
-        row.locked_until = now + timedelta(seconds=seconds)
-
-
 def authenticate(db: Database, username: str, password: str, address: str) -> SignedIn:
     """The signed-in user, or LoginRefused (wrong credentials, disabled, or throttled)."""
-    keys = {"user": f"user:{username.lower()[:100]}", "addr": f"addr:{address[:100]}"}
+    name = username.lower()
     with db.begin() as session:
-        wait = _locked_for(session, list(keys.values()), utcnow())
+        wait = throttle.wait_for(session, [throttle.SIGN_IN_USER.key(name),
+                                           throttle.SIGN_IN_ADDRESS.key(address)], utcnow())
     if wait is not None:
         raise LoginRefused(f"too many failed sign-ins; try again in {wait} seconds", wait)
     with db.begin() as session:
@@ -132,12 +103,12 @@ def authenticate(db: Database, username: str, password: str, address: str) -> Si
     now = utcnow()
     if not ok:
         with db.begin() as session:  # committed before refusing
-            for kind, key in keys.items():
-                _count_failure(session, key, LIMITS[kind], now)
+            throttle.count(session, throttle.SIGN_IN_USER, name, now)
+            throttle.count(session, throttle.SIGN_IN_ADDRESS, address, now)
         raise LoginRefused("wrong user name or password")
     assert user is not None
     with db.begin() as session:
-        session.execute(delete(LoginThrottle).where(LoginThrottle.key == keys["user"]))
+        throttle.clear(session, throttle.SIGN_IN_USER, name)
         values: dict[str, object] = {"last_login_at": now}
         if _hasher.check_needs_rehash(user.password_hash):
             values["password_hash"] = _hasher.hash(password)

@@ -13,9 +13,11 @@ screenshot under $FOBO_SCREENSHOTS (default tests/browser/screenshots/). Without
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import sqlite3
 import threading
 import time
@@ -110,6 +112,28 @@ class Console:
                                   .join(Order, Order.id == Delivery.order_id)
                                   .where(Order.external_id == external_id)).first()
         return None if row is None else (row[0], row[1])
+
+    @contextlib.contextmanager
+    def workers_paused_between_attempts(self, external_id: str) -> Iterator[None]:
+        """Freeze the workers (SIGSTOP) at a moment the order's delivery is not in flight, so
+        pages show it waiting to retry however long they take to load; SIGCONT afterwards."""
+        groups = [os.getpgid(proc.pid) for proc in self.stack.workers]
+
+        def paused_between() -> bool:
+            for group in groups:
+                os.killpg(group, signal.SIGSTOP)
+            if (self.delivery(external_id) or ("",))[0] != DeliveryStatus.LEASED:
+                return True
+            for group in groups:
+                os.killpg(group, signal.SIGCONT)
+            return False
+
+        wait_until(paused_between, timeout=60, message="a moment between attempts")
+        try:
+            yield
+        finally:
+            for group in groups:
+                os.killpg(group, signal.SIGCONT)
 
     def wait_for(self, external_id: str, status: str) -> None:
         """Until the order's delivery has `status`; a timeout says where it was instead."""
@@ -417,6 +441,23 @@ def test_a_back_office_that_is_down_shows_in_needs_attention_until_it_is_back(co
                                    .where(Order.external_id == "W-1")).scalar() or 0
 
     wait_until(lambda: attempts() >= 3, timeout=60, message="three failed attempts")
+    with console.workers_paused_between_attempts("W-1"):
+        page, latest = look_at_a_back_office_that_is_down(console)
+
+    upstream.start()  # the back office is back: the next retry books it
+    try:
+        console.wait_for("W-1", DeliveryStatus.BOOKED)
+        page.goto(console.base + "/console/")
+        sync_api.expect(page.locator(".problems li", has_text="wms")).to_have_count(0)
+        sync_api.expect(latest.get_by_role("row", name=re.compile("#W-1"))).to_contain_text("WMS-1")
+        console.shot(page, "dashboard-back-office-back")
+    finally:
+        upstream.stop()
+    assert upstream.orders == ["W-1"]
+
+
+def look_at_a_back_office_that_is_down(console: Console) -> tuple[Any, Any]:
+    """The dashboard's problem, the waiting orders and the journey of a retrying delivery."""
     page = console.page("oscar")
     problem = page.locator(".problems li.bad", has_text="wms keeps failing")
     sync_api.expect(problem).to_contain_text("1 delivery retrying")
@@ -434,17 +475,7 @@ def test_a_back_office_that_is_down_shows_in_needs_attention_until_it_is_back(co
     sync_api.expect(delivery.get_by_role("heading").locator(".badge.tone-warn")).to_have_text("retrying")
     sync_api.expect(page.locator("ol.timeline .repeat").first).to_contain_text("since")
     console.shot(page, "journey-retrying")
-
-    upstream.start()  # the back office is back: the next retry books it
-    try:
-        console.wait_for("W-1", DeliveryStatus.BOOKED)
-        page.goto(console.base + "/console/")
-        sync_api.expect(page.locator(".problems li", has_text="wms")).to_have_count(0)
-        sync_api.expect(latest.get_by_role("row", name=re.compile("#W-1"))).to_contain_text("WMS-1")
-        console.shot(page, "dashboard-back-office-back")
-    finally:
-        upstream.stop()
-    assert upstream.orders == ["W-1"]
+    return page, latest
 
 
 def test_a_rejected_event_is_reprocessed_after_the_fix(console: Console) -> None:

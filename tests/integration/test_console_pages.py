@@ -377,3 +377,34 @@ def test_dashboard_shows_the_kpis_and_is_cached_per_process(stack: Stack, setup:
     assert re.search(r'<span class="stat">1</span> orders received today', viewer.get("/console/"))
     stack.app.config["CONSOLE_DASHBOARD_TTL"] = 0
     assert re.search(r'<span class="stat">2</span> orders received today', viewer.get("/console/"))
+
+
+def test_http_connector_without_lookup_url_is_said_to_be_at_least_once(stack: Stack) -> None:
+    """Where an admin configures it — `connectors add`, `check`, the API's check, the console's
+    form and its connection test — not only in the README."""
+    runner = stack.app.test_cli_runner()
+    config = {"url": "https://erp.example.com/orders"}
+    added = runner.invoke(args=["broker", "connectors", "add", "erp", "--kind", "http", "--config",
+                                json.dumps(config)])
+    assert added.exit_code == 0, added.output
+    assert "warning: connector 'erp' has no lookup_url" in added.output
+    assert "at-least-once" in added.output and "Idempotency-Key" in added.output
+    as_json = stack.cli("connectors", "add", "erp", "--kind", "http", "--config", json.dumps(config),
+                        "--json")
+    assert len(as_json["warnings"]) == 1 and "at-least-once" in as_json["warnings"][0]
+
+    admin = Browser(stack, "root", "admin")
+    page = admin.get("/console/connectors/erp")
+    assert re.search(r'<p class="flash warning" role="note">Warning: connector (&#39;|\')erp(&#39;|\') has '
+                     r'no lookup_url', page), page
+    assert "a back office that ignores it needs a Lookup URL" in page  # the idempotency header's help
+    assert "(at-least-once)" in page  # the Lookup URL's help text
+    token = stack.token("cfg", "admin")
+    checked = stack.client.post("/api/v1/connectors/erp/check", headers={"Authorization": f"Bearer {token}"})
+    assert checked.status_code == 200 and "at-least-once" in checked.json["warnings"][0]
+
+    safe = {**config, "lookup_url": "https://erp.example.com/orders?external_id={external_id}"}
+    quiet = runner.invoke(args=["broker", "connectors", "add", "erp", "--kind", "http", "--config",
+                                json.dumps(safe)])
+    assert quiet.exit_code == 0 and "warning" not in quiet.output, quiet.output
+    assert "flash warning" not in admin.get("/console/connectors/erp")

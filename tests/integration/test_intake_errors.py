@@ -259,3 +259,90 @@ def test_rest_wrong_content_type_is_415(rest):
                           content_type="application/x-www-form-urlencoded")
     assert_error(response.status_code, response.get_data(as_text=True), 415, "unsupported_media_type")
     assert stack.row_counts() == before
+
+
+# --- NUL characters (PostgreSQL stores none in text or JSON) ----------------------------
+
+def test_rest_order_with_a_nul_character_is_422_naming_the_field(rest):
+    stack, write, _ = rest
+    doc = four_line_order("R-NUL")
+    doc["number"] = "#10\x0042"
+    doc["lines"][2]["name"] = "Blue\x00Widget"
+    before = stack.row_counts()
+    response = post_order(stack, json.dumps(doc).encode(), token=write)
+    error = assert_error(response.status_code, response.get_data(as_text=True), 422, "invalid_order")
+    assert set(error["fields"]) == {"number", "lines.2.name"}, error
+    assert stack.row_counts() == before
+
+
+def test_signed_webhook_with_a_nul_character_is_422_and_stores_nothing(shop):
+    stack, secret = shop
+    doc = order("E-NUL")
+    doc["customer"]["first_name"] = "A\x00na"
+    before = stack.row_counts()
+    status, text = send(stack, "shop", json.dumps(doc).encode(), secret=secret)
+    error = assert_error(status, text, 422, "invalid_order")
+    assert list(error["fields"]) == ["customer.first_name"], error
+    assert stack.row_counts() == before
+
+
+def test_stored_event_with_a_nul_character_is_rejected_alone_by_its_batch(shop):
+    """A channel's event the gateway cannot judge (vendor payloads are mapped by a worker) is
+    rejected with the field path at normalisation; the others of its batch are booked."""
+    from sqlalchemy import select
+
+    from broker.models import Source
+    from broker.services.intake import normalise_pending, store_event
+
+    stack, secret = shop
+    for external_id in ("E-OK1", "E-OK2"):
+        assert send(stack, "shop", body_of(external_id), secret=secret)[0] == 202
+    with stack.runtime.db.begin() as session:
+        source_id = session.execute(select(Source.id).where(Source.name == "shop")).scalar_one()
+    _, bad_id = store_event(stack.runtime.db, source_id, "msg_nul", "order", {},
+                            json.dumps(order("E-NUL", number="#1\x00")).encode())
+    results = normalise_pending(stack.runtime.db, limit=10)
+    assert sorted(r.status for r in results) == ["normalised", "normalised", "rejected"]
+    with stack.runtime.db.begin() as session:
+        bad = session.get(InboundEvent, bad_id)
+        assert bad.status == "rejected" and bad.attempts == 1
+        assert bad.error.startswith("number: Must not contain a NUL"), bad.error
+    assert stack.row_counts()["orders"] == 2
+
+
+# --- bodies without Content-Length (chunked) ----------------------------------------------
+
+def send_chunked(stack: Any, source: str, body: bytes, secret: str) -> tuple[int, str]:
+    """A signed webhook whose body comes as a stream without Content-Length, as a server
+    hands a chunked request to the app (wsgi.input_terminated)."""
+    import io
+
+    msg_id, ts = "msg_" + secrets.token_hex(8), int(time.time())
+    response = stack.client.post(
+        f"/webhooks/{source}", input_stream=io.BytesIO(body),
+        environ_overrides={"wsgi.input_terminated": True},
+        headers={"content-type": "application/json", "transfer-encoding": "chunked", "webhook-id": msg_id,
+                 "webhook-timestamp": str(ts), "webhook-signature": sign(secret, msg_id, ts, body)})
+    assert response.request.content_length is None  # chunked: the length is unknown
+    return response.status_code, response.get_data(as_text=True)
+
+
+def test_chunked_body_over_the_limit_is_413_and_stores_nothing(shop):
+    """Werkzeug stops such a stream at the limit silently: it must not be stored cut short
+    (nor judged on its first MiB's signature, which a correctly signed body would fail)."""
+    stack, secret = shop
+    limit = stack.settings.max_body_bytes
+    big = json.dumps(order("E-CHUNK", metadata={"pad": "x" * (limit + 10)})).encode()
+    before = stack.row_counts()
+    status, text = send_chunked(stack, "shop", big, secret)
+    assert_error(status, text, 413)
+    # exactly one byte over, too
+    doc = order("E-EDGE")
+    edge = json.dumps(doc).encode()
+    doc["note"] = "x" * (limit + 1 - len(edge) + len(doc["note"]))
+    edge = json.dumps(doc).encode()
+    assert len(edge) == limit + 1
+    assert_error(*send_chunked(stack, "shop", edge, secret), 413)
+    assert stack.row_counts() == before
+    status, text = send_chunked(stack, "shop", body_of("E-SMALL"), secret)
+    assert status == 202, text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
@@ -229,7 +230,7 @@ def test_an_unrouted_order_is_routed_by_a_replay_after_the_route_is_added(stack,
     wait_until(lambda: _booked(stack) == 1, message="booking after the route was added")
 
 
-def test_an_event_that_breaks_normalisation_does_not_hold_up_its_batch(db_stack):
+def test_an_event_that_breaks_normalisation_does_not_hold_up_its_batch(db_stack, caplog):
     from broker.models import InboundEvent, Source
     from broker.services.intake import MAX_NORMALISE_ATTEMPTS, normalise_pending
 
@@ -242,7 +243,15 @@ def test_an_event_that_breaks_normalisation_does_not_hold_up_its_batch(db_stack)
     results = normalise_pending(stack.runtime.db, limit=10)
     assert [r.status for r in results] == ["normalised"]
     assert stack.count(InboundEvent, InboundEvent.status == "received") == 1
-    for _ in range(MAX_NORMALISE_ATTEMPTS - 1):
+    # From then on it is retried alone: it never rolls back a batch of new events again
+    stack.webhook("good", good, order("B3"))
+    stack.webhook("good", good, order("B4"))
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="broker.services.intake"):
+        results = normalise_pending(stack.runtime.db, limit=10)
+    assert sorted(r.status for r in results) == ["normalised", "normalised"]
+    assert not [r for r in caplog.records if "batch of" in r.getMessage()], caplog.text
+    for _ in range(MAX_NORMALISE_ATTEMPTS - 2):
         normalise_pending(stack.runtime.db, limit=10)
     with stack.runtime.db.begin() as session:
         stuck = session.query(InboundEvent).filter_by(status="rejected").one()

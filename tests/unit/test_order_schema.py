@@ -314,3 +314,25 @@ def test_reload_of_a_dump_equals_a_full_load():
     for variant in variants:
         dumped = dump_order(load_order(variant))
         assert reload_order(dumped) == load_order(dumped)
+
+
+def test_nul_characters_are_refused_with_every_path():
+    """PostgreSQL stores no NUL in text or JSON: such an order is bad input, named by path."""
+    order = example(number="#10\x0042", tags=["vip", "b\x00"],
+                    metadata={"k\x00": 1, "list": ["ok", "\x00"]})
+    order["lines"][0]["name"] = "Blue\x00Widget"
+    order["customer"]["email"] = "ana\x00@example.com"
+    with pytest.raises(ValidationError) as caught:
+        load_order(order)
+    fields = flatten_errors(caught.value.messages)
+    assert set(fields) == {"number", "tags.1", "metadata.k\\u0000", "metadata.list.1",
+                           "lines.0.name", "customer.email"}, fields
+    assert all("NUL" in " ".join(messages) for messages in fields.values())
+
+
+def test_order_number_is_at_most_64_characters():
+    """The orders table indexes the number as 64 characters; a longer one is refused up front."""
+    assert load_order(example(number="N" * 64))["number"] == "N" * 64
+    with pytest.raises(ValidationError) as caught:
+        load_order(example(number="N" * 65))
+    assert list(flatten_errors(caught.value.messages)) == ["number"]

@@ -114,3 +114,70 @@ def test_console_script_exits_non_zero_naming_the_bad_variable(tmp_path):
     assert result.returncode != 0
     assert "configuration error: BROKER_BIND" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+SERVER_DB = "postgresql+psycopg://broker@db.internal/broker"
+
+
+def test_database_server_without_secret_keys_refuses_to_start(tmp_path):
+    """Each host would otherwise generate its own key and fail on the others' secrets."""
+    message = config_error(tmp_path, DATABASE_URL=SERVER_DB)
+    assert message.startswith("BROKER_SECRET_KEYS is required with a database server")
+    assert "broker keys generate" in message and "\n" not in message
+    assert not (tmp_path / "secret.key").exists()  # no key generated on the way
+    # read-only commands get no keys (and say so when they need one); nothing is written
+    assert load_settings(env(tmp_path, DATABASE_URL=SERVER_DB), create_key=False).secret_keys == ()
+    assert not (tmp_path / "secret.key").exists()
+    # a host that generated a key before this rule is told where it is
+    (tmp_path / "secret.key").write_text(Fernet.generate_key().decode())
+    assert str(tmp_path / "secret.key") in config_error(tmp_path, DATABASE_URL=SERVER_DB)
+    key = Fernet.generate_key().decode()
+    assert load_settings(env(tmp_path, DATABASE_URL=SERVER_DB, SECRET_KEYS=key)).secret_keys == (key,)
+
+
+def test_gateway_and_worker_refuse_a_server_database_without_keys_in_one_line(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    run_env = {**clean, **env(tmp_path, DATABASE_URL=SERVER_DB)}
+    commands = {  # started together: each takes a second to import
+        "gateway": [sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "broker.wsgi:app"],
+        "worker": [sys.executable, "-m", "celery", "-A", "workers", "worker"],  # beat: same module
+    }
+    procs = {name: subprocess.Popen(cmd, cwd=repo, env=run_env, text=True, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT) for name, cmd in commands.items()}
+    for name, proc in procs.items():
+        output = proc.communicate(timeout=60)[0]
+        assert proc.returncode != 0, (name, output)
+        refusals = [line for line in output.splitlines() if line.startswith("configuration error:")]
+        assert len(refusals) == 1 and "BROKER_SECRET_KEYS is required" in refusals[0], (name, output)
+        assert "Traceback" not in output, (name, output)
+
+
+def test_trusted_proxies_is_a_small_hop_count(tmp_path):
+    assert load_settings(env(tmp_path)).trusted_proxies == 0
+    assert load_settings(env(tmp_path, TRUSTED_PROXIES="2")).trusted_proxies == 2
+    for bad in ("-1", "11", "yes"):
+        assert "BROKER_TRUSTED_PROXIES" in config_error(tmp_path, TRUSTED_PROXIES=bad)
+
+
+def test_metrics_token_must_be_long_enough_and_is_never_echoed(tmp_path):
+    message = config_error(tmp_path, METRICS_TOKEN="short-tok")
+    assert "BROKER_METRICS_TOKEN" in message and "short-tok" not in message
+    token = "m" * 32
+    assert load_settings(env(tmp_path, METRICS_TOKEN=token)).metrics_token == token
+
+
+def test_production_example_refuses_its_placeholders_and_exposes_nothing_once_filled(tmp_path):
+    """The example never lets a host generate a key of its own, and keeps /metrics closed."""
+    example = Path(__file__).resolve().parents[2] / "config" / "production.env.example"
+    values = dict(line.split("=", 1) for line in example.read_text().splitlines()
+                  if line.strip() and not line.startswith("#"))
+    values["BROKER_DATA_DIR"] = str(tmp_path)
+    with pytest.raises(ConfigError, match="BROKER_SECRET_KEYS"):
+        load_settings(values)
+    values["BROKER_SECRET_KEYS"] = Fernet.generate_key().decode()
+    values["BROKER_METRICS_TOKEN"] = "f" * 64
+    settings = load_settings(values)
+    assert not settings.embedded and settings.bind.startswith("0.0.0.0")
+    assert settings.metrics_token and settings.trusted_proxies == 1 and settings.access_log
+    assert not (tmp_path / "secret.key").exists()
