@@ -88,7 +88,7 @@ def _celery_cmd(s: Settings, concurrency: int, beat: bool, queues: str | None) -
            str(concurrency), "--loglevel", s.log_level, "--without-gossip",
            "--without-mingle", "--hostname", f"worker-{os.getpid()}@%h"]
     if beat:
-        cmd += ["--beat", "--schedule", str(s.data_dir / "celerybeat-schedule")]
+        cmd += ["--beat"]
     if queues:
         cmd += ["--queues", queues]
     return cmd
@@ -166,8 +166,8 @@ def up() -> None:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
     for p in procs:
-        try:
-            p.wait(timeout=40)
+        try:  # the worker stops within its grace period (workers/stopping.py)
+            p.wait(timeout=s.stop_grace_seconds + 10)
         except subprocess.TimeoutExpired:
             p.kill()
     click.echo("stopped")
@@ -207,10 +207,11 @@ def worker(concurrency: int | None, beat: bool, queues: str | None) -> None:
 
 @broker_group.command("beat")
 def beat() -> None:
-    """Scaled mode: the sweeper schedule alone (run exactly one)."""
+    """Scaled mode: the sweeper schedule alone. Run one per machine if you like: the one
+    holding the sweeper lease publishes, the others take over when it stops."""
     s = _prepared()
-    cmd = [sys.executable, "-m", "celery", "-A", "workers", "--quiet", "beat", "--schedule",
-           str(s.data_dir / "celerybeat-schedule"), "--loglevel", s.log_level]
+    cmd = [sys.executable, "-m", "celery", "-A", "workers", "--quiet", "beat",
+           "--loglevel", s.log_level]
     os.execv(cmd[0], cmd)
 
 

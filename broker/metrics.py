@@ -74,6 +74,30 @@ class DatabaseCollector(Collector):
         for status, count in sorted(stats.by_status.items()):
             by_status.add_metric([status], count)
         yield by_status
+        yield from beat_gauges(self.db)
+
+
+def beat_gauges(db: Any) -> Iterator[GaugeMetricFamily]:
+    """Which beat acts and when it last swept, for "beat absent" alerts:
+    `time() - broker_beat_last_sweep_timestamp_seconds > 3 * sweep interval`."""
+    from broker.services import leases
+
+    lease = leases.state(db, leases.SWEEPER)
+    last = GaugeMetricFamily("broker_beat_last_sweep_timestamp_seconds",
+                             "Unix time of the last sweep done under the sweeper lease (0: never)")
+    last.add_metric([], lease.last_act_at.timestamp() if lease and lease.last_act_at else 0.0)
+    yield last
+    expires = GaugeMetricFamily("broker_beat_lease_expires_in_seconds",
+                                "Seconds until the acting beat's lease runs out (negative: no "
+                                "beat holds it)")
+    expires.add_metric([], lease.expires_in if lease else -1.0)
+    yield expires
+    holder = GaugeMetricFamily("broker_beat_lease_token",
+                               "Fencing token of the sweeper lease (grows at each takeover), "
+                               "labelled with the beat holding it", labels=["holder"])
+    if lease:
+        holder.add_metric([lease.holder], lease.token)
+    yield holder
 
 
 def render(db: Any) -> tuple[bytes, str]:

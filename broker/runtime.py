@@ -37,6 +37,9 @@ class Runtime:
         # Seconds a push to each connector takes in this process (a moving average): delivery
         # batches are sized from it.
         self.push_seconds: dict[str, float] = {}
+        # Set when the process is asked to stop (a worker's SIGTERM): loops stop claiming work
+        # and hand back what they hold but have not started.
+        self.stopping = threading.Event()
         self._lock = threading.Lock()
 
     @cached_property
@@ -93,6 +96,12 @@ class Runtime:
 
 
 _process_runtime: tuple[int, Runtime] | None = None
+
+
+def stop_requested() -> None:
+    """Tell this process's runtime, if it has one, that the process is stopping."""
+    if _process_runtime is not None and _process_runtime[0] == os.getpid():
+        _process_runtime[1].stopping.set()
 
 
 def process_runtime(settings: Settings | None = None) -> Runtime:

@@ -52,6 +52,7 @@ class Settings:
     web_workers: int
     web_worker_class: str
     worker_concurrency: int
+    stop_grace_seconds: float
     allow_private_networks: bool
     allowed_private_hosts: tuple[str, ...] = ()
     # Retention (broker.services.retention): days each data class is kept; 0 = for ever.
@@ -261,7 +262,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, create_key: bool 
     kinds = {"max_body_bytes": int, "webhook_tolerance": int, "lease_seconds": int,
              "sweep_interval": float, "max_attempts": int, "retry_base": float,
              "retry_cap": float, "claim_batch": int, "token_ttl": int, "session_ttl": int,
-             "web_workers": int, "worker_concurrency": int,
+             "web_workers": int, "worker_concurrency": int, "stop_grace_seconds": float,
              "allow_private_networks": bool, "access_log": bool,
              "retention_batch": int, "retention_interval": float,
              **{f"retention_{c}_days": _Days

@@ -44,6 +44,8 @@ SLOW = (
     "tests/integration/test_oauth_tokens.py::test_rotation_keeps_old_tokens",
     "tests/integration/test_safe_defaults.py::test_gunicorn_answers",  # a real gunicorn
     "tests/unit/test_settings.py::test_gateway_and_worker_refuse",     # gunicorn and celery start
+    "tests/integration/test_beat_lease.py::test_two_beats_one_publishes",  # beats, kill -9
+    "tests/integration/test_graceful_stop.py",             # two workers, SIGTERM mid-batch
 )
 
 

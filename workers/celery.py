@@ -26,6 +26,8 @@ except ConfigError as exc:  # `celery -A workers worker|beat`: one line, not a t
     sys.exit(2)
 app = make_celery(settings)
 app.conf.include = ["workers.tasks"]
+# Any number of beats may run; the one holding the sweeper lease publishes (workers/schedule.py).
+app.conf.beat_scheduler = "workers.schedule:LeasedScheduler"
 
 
 class ConnectorQueues(bootsteps.StartStopStep):
@@ -85,6 +87,10 @@ def _note_explicit_queues(sender: Any, instance: Any, conf: Any, **kwargs: Any) 
     if not app._explicit_queues:
         for queue in connector_queues():
             instance.app.amqp.queues.select_add(queue)
+    # The pool and the embedded beat fork from here next: they must not inherit open database
+    # connections (the beat closes the descriptors it inherits, which breaks SQLite's
+    # per-process locks: "locking protocol" on its first lease check).
+    process_runtime(settings).db.dispose()
 
 
 @signals.setup_logging.connect
@@ -97,3 +103,6 @@ def _logging(**kwargs: Any) -> None:
 @signals.worker_process_init.connect
 def _fresh_runtime(**kwargs: Any) -> None:
     process_runtime(settings)
+
+
+from workers import stopping  # noqa: E402,F401  (connects the graceful-stop signal handlers)

@@ -9,7 +9,7 @@ from broker import metrics
 from broker.logging import order_context
 from broker.queue import BROKER_QUEUE
 from broker.runtime import process_runtime
-from broker.services import catchup, custody, delivery, intake, retention, sweeper
+from broker.services import catchup, custody, delivery, intake, leases, retention, sweeper
 from workers.celery import app, settings
 
 log = logging.getLogger(__name__)
@@ -17,11 +17,18 @@ log = logging.getLogger(__name__)
 
 @app.task(name="broker.normalise")
 def normalise(event_id: str | None = None) -> int:
-    """Normalise waiting events in batches; `event_id` is only a hint that work is waiting."""
+    """Normalise waiting events in batches; `event_id` is only a hint that work is waiting.
+
+    A worker asked to stop finishes the batch in hand and leaves the rest to another worker.
+    """
     rt = process_runtime(settings)
     done, deadline = 0, time.monotonic() + max(1.0, settings.lease_seconds / 2)
     while True:
-        results = intake.normalise_pending(rt.db, limit=settings.claim_batch, box=rt.box)
+        if rt.stopping.is_set():
+            rt.publisher.normalise(event_id or "")  # whatever waits, for a worker that stays
+            return done
+        results = intake.normalise_pending(rt.db, limit=settings.claim_batch, box=rt.box,
+                                           stopping=rt.stopping)
         for result in results:
             order_id = result.outcomes[0].order_id if result.outcomes else None
             with order_context(order_id):
@@ -46,17 +53,25 @@ def deliver(connector_id: str) -> int:
 
 
 @app.task(name="broker.sweep")
-def sweep() -> dict[str, int]:
+def sweep(fence: int | None = None) -> dict[str, int]:
+    """Re-enqueue what is due, claim catch-ups, refresh consents: only under the sweeper
+    lease's current token (`fence`), so of several beats only the holder's sweeps act."""
     rt = process_runtime(settings)
-    found = sweeper.sweep(rt.db, grace_seconds=settings.sweep_interval)
+    try:
+        found = sweeper.sweep(rt.db, grace_seconds=settings.sweep_interval, fence=fence)
+    except leases.Fenced as exc:
+        log.info("sweep refused: %s", exc)
+        return {"refused": 1}
     if found.events or found.released:
         rt.publisher.normalise(found.events[0] if found.events else "")
-    for source_name in catchup.claim_due(rt.db):
-        rt.publisher.catch_up(source_name)
     rt.publisher.wake(found.connectors)
     if found.events or found.connectors:
         log.info("sweep re-enqueued %d events and %d connectors", len(found.events),
                  len(found.connectors))
+    if not leases.current(rt.db, leases.SWEEPER, fence):  # taken over meanwhile
+        return {"events": len(found.events), "connectors": len(found.connectors)}
+    for source_name in catchup.claim_due(rt.db):
+        rt.publisher.catch_up(source_name)
     try:  # OAuth consents: refresh before expiry even without traffic; a failure shows on health
         custody.refresh_due(rt.db, rt.box)
     except Exception:  # never let it stop the sweep

@@ -4,6 +4,7 @@ from broker.models.access import ConnectorGrant, ConsoleSession, LoginThrottle, 
 from broker.models.audit import AuditEntry, SigningKey
 from broker.models.deliveries import Delivery, DeliveryAttempt, DeliveryStatus
 from broker.models.identity import Client, IdempotencyKey, Token
+from broker.models.leases import Lease
 from broker.models.links import IdentityLink
 from broker.models.orders import EventStatus, InboundEvent, Order, OrderVersion, TimelineEntry
 from broker.models.setup import Connector, Route, Source
@@ -11,6 +12,6 @@ from broker.models.setup import Connector, Route, Source
 __all__ = [
     "AuditEntry", "Client", "Connector", "ConnectorGrant", "ConsoleSession", "Delivery",
     "DeliveryAttempt", "DeliveryStatus", "EventStatus", "IdempotencyKey", "IdentityLink",
-    "InboundEvent", "LoginThrottle", "Order", "OrderVersion", "Route", "SigningKey", "Source",
+    "InboundEvent", "Lease", "LoginThrottle", "Order", "OrderVersion", "Route", "SigningKey", "Source",
     "TimelineEntry", "Token", "TrustedIssuer", "User",
 ]

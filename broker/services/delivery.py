@@ -12,9 +12,10 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
@@ -430,19 +431,34 @@ class LeaseKeeper:
     """Renews a batch's leases while its pushes run, so a slow back office never makes a
     second worker take deliveries that are still being pushed; knows which ones were lost
     anyway (another worker took them) and how long the lease surely lasts, so no push starts
-    that could outlive it."""
+    that could outlive it. Deliveries it holds but never started are handed back at once when
+    the process is asked to stop, and at the end of the batch: nobody waits out their lease."""
 
-    def __init__(self, rt: Runtime, claims: list[Claim], lease_seconds: float) -> None:
+    POLL = 0.2  # seconds between looks at the process's stop flag
+
+    def __init__(self, rt: Runtime, claims: list[Claim], lease_seconds: float,
+                 on_release: Callable[[], object] | None = None) -> None:
         self.rt, self.lease = rt, lease_seconds
         self.token = claims[0].token if claims else ""
         self.ids = [c.delivery_id for c in claims]
         self.lost: set[str] = set()
+        self.started: set[str] = set()
+        self.handed_back: list[str] = []
         self.expires = time.monotonic() + lease_seconds  # the claim just set it
+        self.on_release = on_release
+        self._closed = False
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
 
     def _loop(self) -> None:
-        while not self._stop.wait(max(0.5, self.lease / 4)):
+        next_renewal = time.monotonic() + max(0.5, self.lease / 4)
+        while not self._stop.wait(self.POLL):
+            if self.rt.stopping.is_set():
+                self._hand_back_safely()
+            if time.monotonic() < next_renewal:
+                continue
+            next_renewal = time.monotonic() + max(0.5, self.lease / 4)
             try:
                 self.renew()
             except Exception:  # the next renewal tries again; the lease still has time
@@ -464,8 +480,44 @@ class LeaseKeeper:
         self.expires = started + self.lease
 
     def may_push(self, delivery_id: str, longest: float) -> bool:
-        """Still ours, with time for a push of `longest` seconds before the lease could end."""
-        return delivery_id not in self.lost and time.monotonic() + longest < self.expires
+        """Still ours, with time for a push of `longest` seconds before the lease could end,
+        and not handed back; if so, the push counts as started."""
+        with self._lock:
+            if (self._closed or delivery_id in self.lost
+                    or time.monotonic() + longest >= self.expires):
+                return False
+            self.started.add(delivery_id)
+            return True
+
+    def hand_back(self) -> list[str]:
+        """Return the deliveries not started to the due list now (their attempt undone)."""
+        with self._lock:
+            if self._closed:
+                return []
+            self._closed = True
+            ids = [i for i in self.ids if i not in self.started and i not in self.lost]
+        if not ids:
+            return []
+        with self.rt.db.begin() as session:
+            now = db_now(session)
+            session.execute(update(Delivery).where(
+                Delivery.id.in_(ids), Delivery.lease_token == self.token,
+                Delivery.status == DeliveryStatus.LEASED).values(
+                status=DeliveryStatus.PENDING, lease_token=None, lease_until=None,
+                attempts=Delivery.attempts - 1, next_attempt_at=now, updated_at=now)
+                .execution_options(synchronize_session=False))
+        self.handed_back = ids
+        log.info("handed back %d leased deliveries not started%s", len(ids),
+                 " (stopping)" if self.rt.stopping.is_set() else "")
+        if self.on_release is not None:
+            self.on_release()
+        return ids
+
+    def _hand_back_safely(self) -> None:
+        try:
+            self.hand_back()
+        except Exception:  # their lease still ends: another worker takes them then
+            log.exception("handing back %d leased deliveries failed", len(self.ids))
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()
@@ -474,6 +526,7 @@ class LeaseKeeper:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._hand_back_safely()
 
 
 def _measured(rt: Runtime, connector_id: str, outcomes: list[Outcome]) -> None:
@@ -537,12 +590,14 @@ def _with_learned(known: Links, learned: Iterable[Link]) -> Links:
 
 
 def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
-    """Deliver due work of one connector in batches until none is left or the budget is spent.
+    """Deliver due work of one connector in batches until none is left, the budget is spent,
+    or the process is asked to stop (`rt.stopping`: then no new claim, no new push; the push in
+    progress finishes and the rest of the batch is handed back for another worker).
 
     Returns the number of deliveries processed; the caller re-enqueues when the budget ran out.
     """
     settings, processed, deadline = rt.settings, 0, time.monotonic() + budget_seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not rt.stopping.is_set():
         with rt.db.begin() as session:
             connector = session.get(Connector, connector_id)
             if connector is None or not connector.enabled:
@@ -557,10 +612,11 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
         with rt.db.begin() as session:
             batch = batch_context(session, connector, claims)
         outcomes, known = [], batch.known
-        with LeaseKeeper(rt, claims, plan.lease_seconds) as keeper:
+        with LeaseKeeper(rt, claims, plan.lease_seconds, on_release=partial(
+                rt.publisher.wake, [(connector.id, connector.queue)])) as keeper:
             for c in claims:
-                if not keeper.may_push(c.delivery_id, plan.push_room):
-                    continue  # taken over, or its lease might end mid-push: never two at once
+                if rt.stopping.is_set() or not keeper.may_push(c.delivery_id, plan.push_room):
+                    continue  # stopping, taken over, or its lease might end mid-push
                 data = batch.versions[c.version_id]
                 reference = batch.references.get(c.order_id)
                 c.action = delivery_action(data.get("status", "open"), reference)
@@ -574,7 +630,9 @@ def run(rt: Runtime, connector_id: str, *, budget_seconds: float = 20.0) -> int:
             written = record(session, rt, connector, outcomes)
         for recorded in written:
             announce(connector, recorded)
-        processed += len(claims)
+        if keeper.handed_back:  # woken at the hand-back too, but this batch's customers were busy
+            rt.publisher.wake([(connector.id, connector.queue)])
+        processed += len(outcomes)
         if len(claims) < plan.batch:
             return processed
     return processed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -279,8 +280,8 @@ def _safe_parse(body: bytes) -> Any:
         return None
 
 
-def normalise_pending(db: Database, *, limit: int, box: SecretBox | None = None
-                      ) -> list[NormaliseResult]:
+def normalise_pending(db: Database, *, limit: int, box: SecretBox | None = None,
+                      stopping: threading.Event | None = None) -> list[NormaliseResult]:
     """Normalise up to `limit` due events in one transaction.
 
     One commit and one wake-up per batch instead of per event; events another worker holds
@@ -289,7 +290,9 @@ def normalise_pending(db: Database, *, limit: int, box: SecretBox | None = None
     normalisation itself fail (not a payload: those are rejected), the batch is rolled back
     and each event retried in a transaction of its own, so one bad event never holds up the
     others; an event that failed so is retried alone from then on (it never costs another
-    batch its work), and after MAX_NORMALISE_ATTEMPTS it is rejected.
+    batch its work), and after MAX_NORMALISE_ATTEMPTS it is rejected. When `stopping` is set
+    (the worker is asked to stop), events not yet taken one by one are left waiting for another
+    worker.
     """
     ids: list[str] = []
     alone: list[str] = []  # thin events, and events that failed before
@@ -327,6 +330,8 @@ def normalise_pending(db: Database, *, limit: int, box: SecretBox | None = None
         log.exception("a batch of %d events failed to normalise; retrying one by one", len(ids))
         alone, results = ids, []
     for event_id in alone:
+        if stopping is not None and stopping.is_set():
+            break  # nothing is held: the event stays received, another worker takes it
         try:
             results.append(normalise_event(db, event_id, box=box))
         except Exception:

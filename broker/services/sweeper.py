@@ -9,6 +9,7 @@ from sqlalchemy import and_, exists, select, update
 
 from broker.db import Database
 from broker.models import Connector, Delivery, DeliveryStatus, EventStatus, InboundEvent, Order
+from broker.services import leases
 from broker.services.delivery import db_now, due
 from broker.services.intake import due_event
 from connectors.errors import IdentityReview, MissingMapping
@@ -25,13 +26,15 @@ class SweepResult:
     rechecked: int = 0                 # deliveries parked on a mapping or an identity, tried again
 
 
-def sweep(db: Database, *, grace_seconds: float) -> SweepResult:
+def sweep(db: Database, *, grace_seconds: float, fence: int | None) -> SweepResult:
     """Find due deliveries (incl. expired leases) and events stuck before normalisation.
 
     Also returns parked events whose order arrived while they were being parked (the create's
-    own release could not see them yet).
+    own release could not see them yet). Done only under the sweeper lease's current token
+    (`fence`, from the beat that published the sweep); raises leases.Fenced otherwise.
     """
     with db.begin() as session:
+        leases.fence(session, leases.SWEEPER, fence)
         now = db_now(session)
         rechecked = session.execute(  # the product may have been created in the back office
             update(Delivery)
