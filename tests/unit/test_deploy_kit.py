@@ -270,8 +270,12 @@ def test_every_broker_setting_the_kit_sets_is_valid(tmp_path: Path) -> None:
         assert source["BROKER_SECRET_KEYS"].startswith("CHANGE-ME")
         env = {**source, "BROKER_SECRET_KEYS": key, "BROKER_DATA_DIR": str(tmp_path),
                "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+        with pytest.raises(ConfigError, match="BROKER_METRICS_TOKEN"):  # a placeholder never runs
+            load_settings(env, create_key=False, cwd=tmp_path)
+        env["BROKER_METRICS_TOKEN"] = "0123456789abcdef0123456789abcdef"
         settings = load_settings(env, create_key=False, cwd=tmp_path)
         assert settings.database_url.startswith("postgresql+psycopg://")
         assert settings.public_url.startswith("https://")
+        assert settings.trusted_proxies == 1
     with pytest.raises(ConfigError, match="BROKER_TYPO"):
         load_settings({**env, "BROKER_TYPO": "1"}, create_key=False, cwd=tmp_path)
