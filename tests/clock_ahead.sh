@@ -14,7 +14,12 @@ lib=$(dpkg -L libfaketime | grep 'libfaketimeMT.so.1$' | head -1)
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 dir=$(mktemp -d /tmp/fobo-clock-ahead.XXXXXX)
 chmod 755 "$dir"
-faked=(env LD_PRELOAD="$lib" FAKETIME="$offset" FAKETIME_DONT_RESET=1)
+# Only the calendar moves: the monotonic clock has no date, and faking it makes libfaketime's
+# pthread_cond_timedwait wrapper hang Python's timed waits (threading.Event.wait never returns,
+# so lease keepers and pollers stall as no real machine would). With it unfaked, libfaketime
+# still shifts clock_nanosleep's absolute monotonic deadline, so Python's time.sleep fails with
+# EINVAL: the Python processes sleep through select() instead (sitecustomize below).
+faked=(env LD_PRELOAD="$lib" FAKETIME="$offset" FAKETIME_DONT_RESET=1 FAKETIME_DONT_FAKE_MONOTONIC=1)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -51,6 +56,21 @@ mariadb -h 127.0.0.1 -P 13307 -u root -e "CREATE DATABASE IF NOT EXISTS test; \
 echo "database clocks: $(psql -h 127.0.0.1 -p 15433 -U postgres -tAc 'select now()') (PostgreSQL)," \
   "$(mariadb -h 127.0.0.1 -P 13307 -u root -N -e 'select now()') (MariaDB); real: $(date -u)"
 
+mkdir -p "$dir/site"
+cat >"$dir/site/sitecustomize.py" <<'PY'
+import select
+import time
+
+
+def _sleep(seconds: float) -> None:
+    if seconds < 0:
+        raise ValueError("sleep length must be non-negative")
+    select.select([], [], [], seconds)
+
+
+time.sleep = _sleep
+PY
+export PYTHONPATH="$dir/site${PYTHONPATH:+:$PYTHONPATH}"
 export FOBO_TEST_PG_URL="postgresql+psycopg://postgres@127.0.0.1:15433/test"
 export FOBO_TEST_MARIADB_URL="mysql+pymysql://root@127.0.0.1:13307/test"
 "${faked[@]}" python3 -c 'import datetime; print("python clock:", datetime.datetime.now(datetime.UTC))'
