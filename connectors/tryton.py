@@ -26,6 +26,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_FLOOR, Decimal
@@ -305,6 +306,33 @@ _CONCURRENCY = re.compile(
     r"duplicate key value violates unique constraint|UNIQUE constraint failed", re.I)
 
 
+_UNKNOWN = object()  # not read from Tryton yet (a place Tryton lacks is kept as None)
+
+
+class _Reference:
+    """Reference data read from Tryton (products by code or id, currencies, countries, regions),
+    kept for `ttl` seconds so that pushes stop reading it again and again, yet an edit made in
+    Tryton (a product made unsalable, a code moved to another product) counts within `ttl`.
+    Products and currencies are kept only when found: one created in Tryton counts at once."""
+
+    def __init__(self, ttl: float, clock: Any) -> None:
+        self.ttl, self.clock = ttl, clock
+        self._items: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any, missing: Any = None) -> Any:
+        held = self._items.get(key)
+        if held is None or self.clock() - held[0] >= self.ttl:
+            return missing
+        return held[1]
+
+    def put(self, key: Any, value: Any) -> Any:
+        self._items[key] = (self.clock(), value)
+        return value
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
 def _label(order: Mapping[str, Any]) -> str:
     return f"order {order.get('number') or order['external_id']}"
 
@@ -391,12 +419,16 @@ class TrytonConnector(Connector):
     # avoids both.
     max_in_flight = 1
     # Measured against trytond 8.2: the kit's 2-line order with shipping and a discount, booked
-    # through to a paid invoice by a fresh connector (login included), makes 37 requests; a new
-    # customer's second address (1), a rounding adjustment (4), a partial payment (1), an
+    # through to a paid invoice by a fresh connector (login included), makes 26 requests (17 once
+    # products and places are known); a rounding adjustment (3), a partial payment (1), an
     # accepted warning (2), a refused call repeated once (1) and a sale Tryton left confirmed,
-    # confirmed again (6) add up to 15 more. Each further SKU adds 3 (leases are renewed while
+    # confirmed again (6) add up to 13 more. Each further SKU adds 1 (leases are renewed while
     # a push runs).
-    calls_per_push = 52
+    calls_per_push = 40
+    # How long products, currencies and places read from Tryton are reused (seconds); a push
+    # that fails forgets them all, so its replay reads Tryton afresh.
+    reference_ttl = 60.0
+    clock = staticmethod(time.monotonic)  # when reference data is due (tests move it)
 
     def __init__(self, config: Mapping[str, Any], *, name: str = "") -> None:
         super().__init__(config, name=name)
@@ -406,9 +438,7 @@ class TrytonConnector(Connector):
             raise PermanentError(f"connector '{self.name}' has an invalid config: {exc.messages}; "
                                  "fix it under Connectors") from exc
         self.rpc = _Client(self.settings, self.name)
-        self._products: dict[str, dict[str, Any]] = {}
-        self._currencies: dict[str, dict[str, Any]] = {}
-        self._places: dict[tuple[str, str], int | None] = {}
+        self._known = _Reference(self.reference_ttl, lambda: self.clock())
 
     def __repr__(self) -> str:
         return f"<TrytonConnector {self.name} {self.rpc.origin}/{self.settings['database']}>"
@@ -440,6 +470,13 @@ class TrytonConnector(Connector):
 
         Raises: TransientError, PermanentError, MissingMapping, IdentityReview.
         """
+        try:
+            return self._push(order, ctx)
+        except Exception:
+            self._known.clear()  # the replay reads products and the like from Tryton afresh
+            raise
+
+    def _push(self, order: Mapping[str, Any], ctx: PushContext) -> PushResult:
         if ctx.action == "cancel":
             return self.cancel(order, ctx)
         cancelled = order.get("status") == "cancelled"
@@ -476,10 +513,10 @@ class TrytonConnector(Connector):
         is cancelled then deleted; a processed one stays (Tryton keeps its posted invoice and its
         shipments), and PermanentError says what is left. Parties stay: other sales may use them.
         """
-        ids = self._call(f"find the sales of {_label(order)}", "model.sale.sale.search",
-                         [("reference", "=", self._external(order))], 0, None, [("id", "ASC")])
+        sales = self._search_read(f"find the sales of {_label(order)}", "sale.sale",
+                                  [("reference", "=", self._external(order))], self._SALE_FIELDS)
         left = []
-        for sale in self._read("sale.sale", ids, self._SALE_FIELDS) if ids else []:
+        for sale in sales:
             if sale["state"] in ("processing", "done"):
                 left.append(self._reference(sale))
                 continue
@@ -499,32 +536,37 @@ class TrytonConnector(Connector):
     # --- finding ------------------------------------------------------------------------------
     _SALE_FIELDS = ("number", "reference", "state", "party", "total_amount", "invoices", "lines",
                     "currency", "invoice_state", "comment", "invoice_address", "shipment_address")
+    _INVOICE_FIELDS = ("number", "state", "total_amount", "amount_to_pay", "payment_lines")
+    _INVOICE_NESTED = tuple(f"invoices.{name}" for name in _INVOICE_FIELDS)
 
     def _external(self, order: Mapping[str, Any]) -> str:
         return f"{self.settings['reference_prefix']}{order['external_id']}"
 
     def _find(self, order: Mapping[str, Any], reference: str | None = None) -> dict[str, Any] | None:
         """The live sale of this order (the earliest), else its latest cancelled one."""
-        ids = self._call(f"find the sale of {_label(order)}", "model.sale.sale.search",
-                         [("reference", "=", self._external(order))], 0, None, [("id", "ASC")])
-        if not ids and reference:  # the reference field was edited in Tryton: use the number
+        sales = self._search_read(f"find the sale of {_label(order)}", "sale.sale",
+                                  [("reference", "=", self._external(order))], self._SALE_FIELDS)
+        if not sales and reference:  # the reference field was edited in Tryton: use the number
             number = reference.split(" / ")[0].strip()
-            ids = self._call(f"find sale {number}", "model.sale.sale.search",
-                             [("number", "=", number)], 0, None, [("id", "ASC")]) if number else []
-        if not ids:
+            sales = self._search_read(f"find sale {number}", "sale.sale", [("number", "=", number)],
+                                      self._SALE_FIELDS) if number else []
+        if not sales:
             return None
-        sales = self._read("sale.sale", ids, self._SALE_FIELDS)
         live = [s for s in sales if s["state"] != "cancelled"]
         return live[0] if live else sales[-1]
 
-    def _reload(self, sale: Mapping[str, Any]) -> dict[str, Any]:
-        return self._read("sale.sale", [sale["id"]], self._SALE_FIELDS)[0]
+    def _reload(self, sale: Mapping[str, Any], *, invoices: bool = False) -> dict[str, Any]:
+        """The sale as Tryton has it now; with `invoices`, its invoices too, in the same call
+        (under "invoices.", as trytond reads a relation's fields)."""
+        names = self._SALE_FIELDS + (self._INVOICE_NESTED if invoices else ())
+        return self._read("sale.sale", [sale["id"]], names)[0]
 
     def _invoices(self, sale: Mapping[str, Any]) -> list[dict[str, Any]]:
         if not sale.get("invoices"):
             return []
-        return self._read("account.invoice", sale["invoices"],
-                          ("number", "state", "total_amount", "amount_to_pay", "payment_lines"))
+        if "invoices." in sale:  # read with the sale
+            return list(sale["invoices."])
+        return self._read("account.invoice", sale["invoices"], self._INVOICE_FIELDS)
 
     def _reference(self, sale: Mapping[str, Any], invoices: list[dict[str, Any]] | None = None) -> str:
         invoices = self._invoices(sale) if invoices is None else invoices
@@ -697,14 +739,29 @@ class TrytonConnector(Connector):
         return self._product(value, f"{key} of connector '{self.name}'", setting=key)
 
     # --- products, currencies, parties --------------------------------------------------------
+    _PRODUCT_FIELDS = ("code", "sale_uom", "default_uom", "salable", "rec_name")
+
+    def _products_where(self, what: str, domain: list[Any], limit: int) -> list[dict[str, Any]]:
+        """Active products matching `domain`, with the unit each is sold in."""
+        rows = self._search_read(what, "product.product", domain, self._PRODUCT_FIELDS, limit=limit)
+        for row in rows:
+            row["sale_uom"] = row.get("sale_uom") or row["default_uom"]
+        return rows
+
     def _find_product(self, sku: str) -> str | None:
-        ids = self._call(f"find product {sku}", "model.product.product.search",
-                         [("code", "=", sku)], 0, 2, None)
-        if len(ids) > 1:
-            raise MissingMapping(
-                f"missing mapping: several Tryton products have the code {sku}; map the SKU with "
-                f"`broker mappings add {self.name} product {sku} PRODUCT_ID`", kind="product", key=sku)
-        return str(ids[0]) if ids else None
+        found = self._known.get(("sku", sku))
+        if found is None:
+            rows = self._products_where(f"find product {sku}", [("code", "=", sku)], 2)
+            if len(rows) > 1:
+                raise MissingMapping(
+                    f"missing mapping: several Tryton products have the code {sku}; map the SKU "
+                    f"with `broker mappings add {self.name} product {sku} PRODUCT_ID`",
+                    kind="product", key=sku)
+            if not rows:
+                return None
+            found = self._known.put(("sku", sku), str(rows[0]["id"]))
+            self._known.put(("product", found), rows[0])
+        return found
 
     def _product(self, value: str, what: str, *, mapped_from: str | tuple[str, str] | None = None,
                  setting: str | None = None) -> dict[str, Any]:
@@ -716,15 +773,14 @@ class TrytonConnector(Connector):
         """
         kind, key = mapped_from if isinstance(mapped_from, tuple) else ("product", mapped_from)
         value = str(value).strip()
-        if value not in self._products:
+        product = self._known.get(("product", value))
+        if product is None:
             if value.isdigit():
-                ids = self._call(f"read product {value}", "model.product.product.search",
-                                 [("id", "=", int(value))], 0, 1, None)
+                rows = self._products_where(f"read product {value}", [("id", "=", int(value))], 1)
             else:
-                ids = self._call(f"find product {value}", "model.product.product.search",
-                                 [("code", "=", value)], 0, 2, None)
-            if len(ids) != 1:
-                problem = "no" if not ids else "more than one"
+                rows = self._products_where(f"find product {value}", [("code", "=", value)], 2)
+            if len(rows) != 1:
+                problem = "no" if not rows else "more than one"
                 if key:
                     label = "SKU" if kind == "product" else kind
                     raise MissingMapping(
@@ -739,11 +795,7 @@ class TrytonConnector(Connector):
                         key=setting)
                 raise PermanentError(f"{what} is {value!r} but Tryton has {problem} active product "
                                      "with that id or code: fix the connector config or the product")
-            product = self._read("product.product", ids, ("code", "sale_uom", "default_uom",
-                                                          "salable", "rec_name"))[0]
-            product["sale_uom"] = product.get("sale_uom") or product["default_uom"]
-            self._products[value] = product
-        product = self._products[value]
+            product = self._known.put(("product", value), rows[0])
         if not product["salable"] and setting:
             raise MissingSetting(
                 f"missing setting: Tryton product {product['rec_name']} ({what}) is not salable: "
@@ -755,14 +807,15 @@ class TrytonConnector(Connector):
         return product
 
     def _currency(self, code: str) -> dict[str, Any]:
-        if code not in self._currencies:
-            ids = self._call(f"find currency {code}", "model.currency.currency.search",
-                             [("code", "=", code)], 0, 1, None)
-            if not ids:
+        currency = self._known.get(("currency", code))
+        if currency is None:
+            rows = self._search_read(f"find currency {code}", "currency.currency",
+                                     [("code", "=", code)], ("code", "rounding"), limit=1)
+            if not rows:
                 raise PermanentError(f"Tryton has no currency {code}: add it (Currency > "
                                      "Currencies, with a rate) and replay")
-            self._currencies[code] = self._read("currency.currency", ids, ("code", "rounding"))[0]
-        return self._currencies[code]
+            currency = self._known.put(("currency", code), rows[0])
+        return currency
 
     def _party(self, order: Mapping[str, Any], ctx: PushContext) -> dict[str, Any]:
         """The party (linked, found by email or created) and its invoice / shipment addresses."""
@@ -770,16 +823,20 @@ class TrytonConnector(Connector):
         own = self._own_key(order)
         party = resolve_customer(order, ctx, anchors=anchors)  # a link, if the broker has one
         if party is None and own:  # a party an earlier attempt created, its answer lost
-            found = self._call(f"find the customer of {_label(order)}", "model.party.identifier.search",
-                               [("code", "=", own), ("type", "=", None)], 0, 1, None)
+            found = self._search_read(f"find the customer of {_label(order)}", "party.identifier",
+                                      [("code", "=", own), ("type", "=", None)], ("party",), limit=1)
             if found:
-                party = str(self._read("party.identifier", found, ("party",))[0]["party"])
+                party = str(found[0]["party"])
         if party is None:
             party = resolve_customer(order, ctx, anchors=anchors,
                                      search_by_email=self._parties_by_email)
         customer = order.get("customer") or {}
         billing, shipping = _addresses(order)
         name = _party_name(order)
+        wanted = [self._address_values(billing, name)]
+        if shipping != billing:
+            wanted.append(self._address_values(shipping, name))
+        existing: list[dict[str, Any]] = []
         if party is None:
             contacts = [{"type": "email", "value": customer["email"]}] if customer.get("email") else []
             if customer.get("phone"):
@@ -789,6 +846,7 @@ class TrytonConnector(Connector):
                 values["contact_mechanisms"] = [("create", contacts)]
             if own:  # found again by the next attempt, whatever its email proves
                 values["identifiers"] = [("create", [{"code": own[:255]}])]
+            values["addresses"] = []  # its addresses come next, not Tryton's default blank one
             party_id = self._call(f"create the customer of {_label(order)}",
                                   "model.party.party.create", [values])[0]
         else:
@@ -800,11 +858,10 @@ class TrytonConnector(Connector):
                     f"missing mapping: customer {key} is linked to Tryton party {party_id}, which "
                     f"no longer exists (or is inactive); relink it with `broker mappings add "
                     f"{self.name} customer {key} PARTY_ID`", kind="customer", key=key)
-        invoice_address = self._address(party_id, billing, name)
-        shipment_address = invoice_address if shipping == billing \
-            else self._address(party_id, shipping, name)
-        return {"party": party_id, "invoice_address": invoice_address,
-                "shipment_address": shipment_address}
+            existing = self._search_read("read the customer's addresses", "party.address",
+                                         [("party", "=", party_id)], tuple(wanted[0]))
+        ids = self._addresses(party_id, wanted, existing)
+        return {"party": party_id, "invoice_address": ids[0], "shipment_address": ids[-1]}
 
     def _own_key(self, order: Mapping[str, Any]) -> str | None:
         """The identifier (untyped) of a party this connector creates: the channel's customer
@@ -815,11 +872,9 @@ class TrytonConnector(Connector):
 
     def _parties_by_email(self, email: str) -> list[str]:
         pattern = email.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        ids = self._call("find customers by email", "model.party.contact_mechanism.search",
-                         [("type", "=", "email"), ("value", "ilike", pattern)], 0, 50, None)
-        if not ids:
-            return []
-        found = self._read("party.contact_mechanism", ids, ("value", "party"))
+        found = self._search_read("find customers by email", "party.contact_mechanism",
+                                  [("type", "=", "email"), ("value", "ilike", pattern)],
+                                  ("value", "party"), limit=50)
         return sorted({str(c["party"]) for c in found if (c["value"] or "").strip().lower() == email},
                       key=int)
 
@@ -835,43 +890,50 @@ class TrytonConnector(Connector):
         values["party_name"] = who if who and who != party_name else None
         return values
 
-    def _address(self, party: int, address: Mapping[str, Any], party_name: str) -> int:
-        """An address of the party equal to this one, else a new one (parties keep history)."""
-        values = self._address_values(address, party_name)
-        ids = self._call("read the customer's addresses", "model.party.address.search",
-                         [("party", "=", party)], 0, None, [("id", "ASC")])
-        existing = self._read("party.address", ids, tuple(values)) if ids else []
-        for candidate in existing:
-            if all((candidate.get(k) or None) == v for k, v in values.items()):
-                return int(candidate["id"])
-        if not any(values.values()) and existing:
-            return int(existing[0]["id"])
-        return self._call("create the customer's address", "model.party.address.create",
-                          [{**values, "party": party}])[0]
+    def _addresses(self, party: int, wanted: list[dict[str, Any]],
+                   existing: list[dict[str, Any]]) -> list[int]:
+        """For each wanted address, an equal one of the party's, else a new one (parties keep
+        history); the new ones in one call."""
+
+        def equal(values: Mapping[str, Any]) -> int | None:
+            for candidate in existing:
+                if all((candidate.get(k) or None) == v for k, v in values.items()):
+                    return int(candidate["id"])
+            return int(existing[0]["id"]) if existing and not any(values.values()) else None
+
+        ids = [equal(values) for values in wanted]
+        new = [values for values, found in zip(wanted, ids, strict=True) if found is None]
+        new = [values for n, values in enumerate(new) if values not in new[:n]]
+        created = self._call("create the customer's address", "model.party.address.create",
+                             [{**values, "party": party} for values in new]) if new else []
+        return [int(created[new.index(values)]) if found is None else found
+                for values, found in zip(wanted, ids, strict=True)]
 
     def _country(self, code: str | None) -> int | None:
         """The country by ISO code; None (the address keeps its text) when Tryton lacks it."""
         if not code:
             return None
         key = ("country", code.upper())
-        if key not in self._places:
+        found = self._known.get(key, missing=_UNKNOWN)
+        if found is _UNKNOWN:
             ids = self._call(f"find country {code}", "model.country.country.search",
                              [("code", "=", code.upper())], 0, 1, None)
-            self._places[key] = ids[0] if ids else None
-        return self._places[key]
+            found = self._known.put(key, ids[0] if ids else None)
+        return found
 
     def _subdivision(self, country: int | None, address: Mapping[str, Any]) -> int | None:
         region, code = address.get("region"), (address.get("country") or "").upper()
         if not (country and region):
             return None
         key = ("region", f"{code}-{region}")
-        if key not in self._places:
+        found = self._known.get(key, missing=_UNKNOWN)
+        if found is _UNKNOWN:
             ids = self._call(f"find region {region}", "model.country.subdivision.search",
                              [("country", "=", country),
                               ["OR", ("code", "=", f"{code}-{region}".upper()), ("name", "=", region)]],
                              0, 1, None)
-            self._places[key] = ids[0] if ids else None
-        return self._places[key]
+            found = self._known.put(key, ids[0] if ids else None)
+        return found
 
     # --- writing ------------------------------------------------------------------------------
     def _header(self, order: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
@@ -960,19 +1022,22 @@ class TrytonConnector(Connector):
         what = f"sale {sale['number'] or sale['id']} of {_label(order)}"
         if sale["state"] == "draft":
             self._call(f"quote {what}", "model.sale.sale.quote", [sale["id"]])
-            sale = self._reload(sale)
+            if target == "quotation":
+                return self._reload(sale)
+            # Tryton's quote moves a draft sale to quotation or refuses (an error): confirm it
+            # without reading it back; the read after confirming says where it is
+            sale = {**sale, "state": "quotation"}
         if target == "quotation":
             return sale
         if sale["state"] == "quotation":
             self._call(f"confirm {what}", "model.sale.sale.confirm", [sale["id"]])
-            sale = self._reload(sale)
+            sale = self._reload(sale, invoices=target == "processed")
         if target == "confirmed":
             return sale
         if sale["state"] == "confirmed":  # processing failed, or is queued or delayed
             sale = self._process(order, sale)
         if sale["state"] in ("processing", "done"):
-            self._settle(order, sale, ctx)
-            sale = self._reload(sale)
+            sale = self._settle(order, sale, ctx)
         return sale
 
     def _process(self, order: Mapping[str, Any], sale: dict[str, Any]) -> dict[str, Any]:
@@ -1006,27 +1071,35 @@ class TrytonConnector(Connector):
                 "lets the connector do it)") from refused
         return sale
 
-    def _settle(self, order: Mapping[str, Any], sale: Mapping[str, Any], ctx: PushContext) -> None:
-        """Post the sale's draft invoices and pay them when the order is paid."""
+    def _settle(self, order: Mapping[str, Any], sale: dict[str, Any],
+                ctx: PushContext) -> dict[str, Any]:
+        """Post the sale's draft invoices and pay them when the order is paid; the sale as it
+        is then, with its invoices."""
+        posted = False
         for invoice in self._invoices(sale):
             if invoice["state"] in ("draft", "validated") and self.settings["post_invoices"]:
                 self._call(f"post the invoice of sale {sale['number']} ({_label(order)})",
                            "model.account.invoice.post", [invoice["id"]])
-                invoice = self._read("account.invoice", [invoice["id"]],
-                                     ("number", "state", "amount_to_pay", "payment_lines"))[0]
+                posted = True
+        if posted:  # what is due now
+            sale = self._reload(sale, invoices=True)
+        paid = False
+        for invoice in self._invoices(sale):
             if invoice["state"] == "posted" and not invoice["payment_lines"] \
                     and invoice["amount_to_pay"] > 0:
-                self._pay(order, invoice, ctx)
+                paid = self._pay(order, invoice, ctx) or paid
+        return self._reload(sale, invoices=True) if paid or "invoices." not in sale else sale
 
-    def _pay(self, order: Mapping[str, Any], invoice: Mapping[str, Any], ctx: PushContext) -> None:
+    def _pay(self, order: Mapping[str, Any], invoice: Mapping[str, Any], ctx: PushContext) -> bool:
+        """Pay the invoice as the order was paid (Tryton's Pay wizard); whether it did."""
         payment = order.get("payment") or {}
         if payment.get("status") != "paid":
-            return
+            return False
         keys = [k for k in (payment.get("gateway"), payment.get("method")) if k]
         method = next((ctx.links.payment[k] for k in keys if k in ctx.links.payment), None) \
             or self.settings["payment_method"]
         if method is None:
-            return  # no way to record it: the invoice stays due, as documented
+            return False  # no way to record it: the invoice stays due, as documented
         amount = min(_dec(payment.get("amount")) or invoice["amount_to_pay"], invoice["amount_to_pay"])
         context = {"active_model": "account.invoice", "active_id": invoice["id"],
                    "active_ids": [invoice["id"]]}
@@ -1047,6 +1120,7 @@ class TrytonConnector(Connector):
                            {"start": start, "ask": ask}, "pay", context=context)
         finally:
             self._call(what, "wizard.account.invoice.pay.delete", session, context=context)
+        return True
 
     def _cancel_open(self, order: Mapping[str, Any], sale: dict[str, Any]) -> dict[str, Any]:
         what = f"sale {sale['number'] or sale['id']} of {_label(order)}"
@@ -1150,6 +1224,12 @@ class TrytonConnector(Connector):
         return wanted == have and sale["total_amount"] == _dec(order["totals"]["total"])
 
     # --- plumbing -----------------------------------------------------------------------------
+    def _search_read(self, what: str, model: str, domain: list[Any], names: Sequence[str], *,
+                     limit: int | None = None) -> list[dict[str, Any]]:
+        """Search and read in one call (trytond's search_read), in id order."""
+        return self._call(what, f"model.{model}.search_read", domain, 0, limit, [("id", "ASC")],
+                          list(names))
+
     def _read(self, model: str, ids: Sequence[int], names: Sequence[str]) -> list[dict[str, Any]]:
         rows = self._call(f"read {model}", f"model.{model}.read", list(ids), list(names))
         order = {i: n for n, i in enumerate(ids)}

@@ -55,6 +55,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A run with Tryton tests starts building Tryton's database at once (backoffice/tryton.py)."""
+    if any("tryton" in item.nodeid for item in session.items):
+        from backoffice.tryton import prepare_in_background
+
+        prepare_in_background()
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: one test process per core, at most three (each test may start broker workers,
     a gateway and back offices of its own; more would only queue for the CPU and the databases)."""

@@ -260,6 +260,36 @@ def test_an_unknown_sku_parks_before_anything_is_written(server: TrytonServer) -
     assert sale_of(server, order)["total_amount"] == order["totals"]["total"]
 
 
+def test_products_read_from_tryton_are_reused_until_reference_ttl_then_read_again(
+        server: TrytonServer) -> None:
+    sku = f"CK-TTL-{uuid.uuid4().hex[:6]}"
+    product = server.ensure_product(sku, D("20.00"))
+    connector, now, calls = quick(server), [0.0], []
+    connector.clock = lambda: now[0]  # type: ignore[method-assign]
+    real_call = connector.rpc.call
+
+    def call(method: str, *params: Any, **kwargs: Any) -> Any:
+        calls.append(method)
+        return real_call(method, *params, **kwargs)
+
+    connector.rpc.call = call  # type: ignore[method-assign]
+    lines = [(sku, "1", "20.00", "0", "1.45")]
+    connector.push(first := order_of(lines), push_context(first))
+    assert "model.product.product.search_read" in calls
+    calls.clear()
+    connector.push(second := order_of(lines), push_context(second))
+    assert not [c for c in calls if c.startswith("model.product.")], calls  # within the ttl
+    template = server.read("product.product", [product], ["template"])[0]["template"]
+    server.rpc("model.product.template.write", [template], {"salable": False})
+    now[0] += connector.reference_ttl  # then an edit in Tryton counts
+    with pytest.raises(PermanentError) as caught:
+        connector.push(third := order_of(lines), push_context(third))
+    assert "not salable" in str(caught.value) and server.sales(third["external_id"]) == []
+    server.rpc("model.product.template.write", [template], {"salable": True})
+    connector.push(third, push_context(third))  # a failed push forgot what it read: read afresh
+    assert sale_of(server, third)["total_amount"] == third["totals"]["total"]
+
+
 # --- cancellation --------------------------------------------------------------------------------
 def test_cancel_an_open_sale(server: TrytonServer, office: TrytonBackOffice) -> None:
     connector = make(server, workflow="quotation")
