@@ -43,35 +43,35 @@ class LeasedScheduler(Scheduler):
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.seconds = leases.lease_seconds(settings.sweep_interval)
         self.check_every = self.seconds / 3
-        self.token: int | None = None
+        self.fence: int | None = None
         self.valid_until = 0.0    # monotonic: the hold surely lasts until then
         self.next_check = 0.0
 
     @property
     def acting(self) -> bool:
-        return self.token is not None and time.monotonic() < self.valid_until
+        return self.fence is not None and time.monotonic() < self.valid_until
 
     def keep_lease(self) -> None:
         """Take, renew or lose the lease; on taking it, sweep at once."""
         started = time.monotonic()
         self.next_check = started + self.check_every
         try:
-            token = leases.hold(process_runtime(self.settings).db, leases.SWEEPER, self.holder,
+            fence = leases.hold(process_runtime(self.settings).db, leases.SWEEPER, self.holder,
                                 self.seconds)
         except Exception as exc:  # the database is away: act no more, try again at the next check
             log.warning("could not reach the database to hold the sweeper lease (%s: %s); "
                         "not publishing sweeps until it answers", type(exc).__name__, exc)
-            token = None
-        if token is None:
-            if self.token is not None:
+            fence = None
+        if fence is None:
+            if self.fence is not None:
                 log.info("sweeper lease lost: beat %s stands by", self.holder)
-            self.token = None
+            self.fence = None
             return
         self.valid_until = started + self.seconds
-        if token != self.token:
+        if fence != self.fence:
             log.info("sweeper lease taken (token %d): beat %s publishes the sweeps now",
-                     token, self.holder)
-            self.token = token
+                     fence, self.holder)
+            self.fence = fence
             for entry in list(self.schedule.values()):
                 if entry.task in FENCED:  # the last holder may have died just before its turn
                     self.apply_entry(self.reserve(entry), producer=self.producer)
@@ -88,11 +88,11 @@ class LeasedScheduler(Scheduler):
         skip the turn otherwise."""
         if not self.acting:
             return
-        log.debug("publishing %s under sweeper lease token %d (beat %s)", entry.task, self.token,
+        log.debug("publishing %s under sweeper lease token %d (beat %s)", entry.task, self.fence,
                   self.holder)
         kwargs = dict(entry.kwargs or {})
         if entry.task in FENCED:
-            kwargs["fence"] = self.token
+            kwargs["fence"] = self.fence
         try:
             self.send_task(entry.task, entry.args, kwargs, producer=producer, **entry.options)
         except Exception as exc:  # the queue is away: the next turn tries again
@@ -100,12 +100,12 @@ class LeasedScheduler(Scheduler):
 
     def close(self) -> None:
         """A clean stop hands the lease over at once instead of after it runs out."""
-        if self.token is not None:
+        if self.fence is not None:
             try:
                 leases.release(process_runtime(self.settings).db, leases.SWEEPER, self.holder)
                 log.info("sweeper lease released by beat %s", self.holder)
             except Exception as exc:
                 log.warning("could not release the sweeper lease (%s); it runs out in %.0f s",
                             exc, self.seconds)
-            self.token = None
+            self.fence = None
         super().close()

@@ -98,12 +98,13 @@ def fence(session: Session, name: str, token: int | None) -> None:
         raise Fenced(f"{name} lease token {token} is stale ({now})")
 
 
-def current(db: Database, name: str, token: int | None) -> bool:
-    """Whether `token` is still the lease's token (checked before each later step of a sweep)."""
-    if token is None:
+def current(db: Database, name: str, fence: int | None) -> bool:
+    """Whether `fence` is still the lease's token (checked before each later step of a sweep)."""
+    if fence is None:
         return False
     with db.begin() as session:
-        return session.execute(select(Lease.token).where(Lease.name == name)).scalar() == token
+        held = session.execute(select(Lease.token).where(Lease.name == name)).scalar()
+    return held == fence
 
 
 @dataclass
