@@ -55,13 +55,15 @@ def machine(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         yield {"env": env, "web": web, "sink": sink, "tmp": tmp_path, "procs": procs}
     finally:
-        for proc in procs:
-            if proc.poll() is None:
+        for proc in procs:  # the whole group: a shell that ended leaves its background sink
+            try:
                 os.killpg(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def ported(block: str, machine: dict[str, Any]) -> str:
