@@ -7,6 +7,7 @@ journey says booked with the sink's reference. Screenshots go to $FOBO_SCREENSHO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -55,15 +56,15 @@ def machine(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         yield {"env": env, "web": web, "sink": sink, "tmp": tmp_path, "procs": procs}
     finally:
-        for proc in procs:  # the whole group: a shell that ended leaves its background sink
-            try:
+        for proc in procs:
+            if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGINT)
-            except ProcessLookupError:
-                continue
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # a script's background sink ignores SIGINT
+                os.killpg(proc.pid, signal.SIGTERM)
 
 
 def ported(block: str, machine: dict[str, Any]) -> str:
