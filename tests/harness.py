@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -416,6 +417,14 @@ def _vendor_secret(driver: Any) -> str:
     """A secret as the vendor would issue it (a driver may say how), else a random token."""
     make = getattr(driver, "new_secret", None)
     return make() if make else secrets.token_urlsafe(24)
+
+
+def newer(hours: float = 1) -> str:
+    """An `updated_at` this many hours after the example order's: marks a newer version of it."""
+    from broker.schemas.order import ORDER_EXAMPLE
+
+    base = datetime.fromisoformat(ORDER_EXAMPLE["updated_at"].replace("Z", "+00:00"))
+    return (base + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def order(external_id: str, **changes: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fakes.sink import Sink
-from harness import Stack, order
+from harness import Stack, newer, order
 from sqlalchemy import event, select, update
 
 from broker.db import utcnow
@@ -102,7 +102,7 @@ def test_purge_archives_and_deletes_old_rows_in_batches_and_keeps_what_is_needed
         stack.http_connector(name, sink.url + "/orders")
         stack.route("shop", name)
     send = lambda doc: stack.webhook("shop", secret, doc)[0] == 202  # noqa: E731
-    later = {"tags": ["vip", "changed"], "updated_at": "2026-11-21T10:00:00Z"}
+    later = {"tags": ["vip", "changed"], "updated_at": newer(20)}
     assert all(send(order(ext)) for ext in ("OLD-1", "OLD-KEEP", "OLD-DEAD", "NEW-1"))
     settle(stack)
     assert all(send(order(ext, **later)) for ext in ("OLD-1", "OLD-DEAD", "NEW-1"))
