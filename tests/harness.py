@@ -419,6 +419,17 @@ def _vendor_secret(driver: Any) -> str:
     return make() if make else secrets.token_urlsafe(24)
 
 
+def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    """Stop a process started with start_new_session: `sig`, then SIGKILL if it outstays `timeout`."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+
+
 def newer(hours: float = 1) -> str:
     """An `updated_at` this many hours after the example order's: marks a newer version of it."""
     from broker.schemas.order import ORDER_EXAMPLE

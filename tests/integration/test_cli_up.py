@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from harness import free_port, wait_until
+from harness import free_port, stop_group, wait_until
 
 
 def _start(tmp_path: Path, *, readable: bool) -> tuple[subprocess.Popen[bytes], Path, Path, int]:
@@ -33,13 +33,7 @@ def _start(tmp_path: Path, *, readable: bool) -> tuple[subprocess.Popen[bytes], 
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
+    stop_group(proc, signal.SIGINT, timeout=60)  # Ctrl-C, as a user stops `broker up`
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Stack, order, wait_until
+from harness import Stack, order, stop_group, wait_until
 from sqlalchemy import select
 
 from broker.app import build_app
@@ -257,9 +256,4 @@ def test_gunicorn_answers_in_json_and_refuses_long_chunked_bodies(stack):
         assert any(e.get("path") == "/webhooks/shop" and e.get("status") == 401 for e in entries), entries
         assert any(e.get("status") == 414 for e in entries), entries
     finally:
-        os.killpg(gateway.pid, signal.SIGTERM)
-        try:
-            gateway.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(gateway.pid, signal.SIGKILL)
-            gateway.wait(timeout=10)
+        stop_group(gateway)
